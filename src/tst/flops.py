@@ -1,0 +1,38 @@
+"""FLOP accounting on *positions* (what the model computes on), never on data tokens.
+
+A superposition step reads ``s×`` more data tokens than a baseline step but computes on the same
+number of positions, so it costs the same FLOPs; throughput and MFU must be counted on positions.
+"""
+from __future__ import annotations
+
+__all__ = ["training_flops_per_position", "decoder_matmul_params", "mfu"]
+
+
+def decoder_matmul_params(d_model: int, n_layers: int, n_heads: int, n_kv_heads: int, ffn_dim: int,
+                          vocab_size: int) -> int:
+    """Parameters that take part in matmuls for a Llama-style decoder: attention, SwiGLU and LM head.
+
+    The input embedding is a lookup (no matmul) and norms are elementwise, so neither counts.
+    """
+    head_dim = d_model // n_heads
+    attn = d_model * head_dim * (n_heads + 2 * n_kv_heads) + n_heads * head_dim * d_model
+    mlp = 3 * d_model * ffn_dim
+    return n_layers * (attn + mlp) + d_model * vocab_size
+
+
+def training_flops_per_position(matmul_params: int, n_layers: int, d_model: int, seq_len: int) -> float:
+    """Forward+backward FLOPs per position: ``6·N + 12·n_layers·d_model·seq_len``.
+
+    ``6·N`` counts the weight matmuls (2 forward, 4 backward per parameter); the second term counts the
+    attention scores and value products over a ``seq_len`` context (PaLM, App. B; torchtitan counts it
+    the same way, without halving for the causal mask). ``seq_len`` is the *latent* length the model
+    sees, which TST keeps equal to the baseline's.
+    """
+    return 6.0 * matmul_params + 12.0 * n_layers * d_model * seq_len
+
+
+def mfu(flops_per_second: float, peak_flops: float | None) -> float | None:
+    """Model FLOPs utilisation, or ``None`` when the hardware peak is unknown."""
+    if not peak_flops:
+        return None
+    return flops_per_second / peak_flops

@@ -1,0 +1,92 @@
+"""The one place that knows about processes: init, rank-0 printing, FSDP2 wrapping, reductions.
+
+Launch with ``torchrun --nproc_per_node=N -m tst train ...``; a plain ``tst train`` is world size 1
+and every function here is then a no-op, so the training loop has no ``if distributed`` branches.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+
+@dataclass(frozen=True)
+class DistInfo:
+    rank: int
+    world_size: int
+    local_rank: int
+    device: torch.device
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def init(device_pref: str = "auto") -> DistInfo:
+    """Initialise the process group when launched by torchrun (RANK/WORLD_SIZE set) and pick the device."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    if device_pref == "auto":
+        device_pref = "cuda" if torch.cuda.is_available() else "cpu"
+    device = torch.device(device_pref)
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            from .errors import UserError
+            raise UserError("--train.device=cuda but no CUDA device is available; use --train.device=cpu")
+        if device.index is None:
+            device = torch.device("cuda", local_rank)
+        torch.cuda.set_device(device)
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+    return DistInfo(rank, world, local_rank, device)
+
+
+def cleanup() -> None:
+    if dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
+
+
+def print0(*args, **kwargs) -> None:
+    """Print on rank 0 only."""
+    if not dist.is_initialized() or dist.get_rank() == 0:
+        print(*args, **kwargs)
+
+
+def all_reduce_sum(x: torch.Tensor) -> torch.Tensor:
+    """Sum a tensor over ranks (identity at world size 1)."""
+    if dist.is_initialized() and dist.get_world_size() > 1:
+        x = x.clone()
+        dist.all_reduce(x, op=dist.ReduceOp.SUM)
+    return x
+
+
+def barrier() -> None:
+    if dist.is_initialized():
+        dist.barrier()
+
+
+def parallelize(objective: nn.Module, blocks: nn.ModuleList, info: DistInfo, param_dtype: torch.dtype | None) -> nn.Module:
+    """Apply FSDP2 from outside the model: ``fully_shard`` each block, then the root (no-op at world 1).
+
+    The root is the trainer's objective wrapper, so the embedding and LM head are used inside the
+    root's forward (where FSDP2 has them unsharded) — the fused loss reads ``lm_head.weight`` there.
+    """
+    if info.world_size == 1:
+        return objective
+    from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+
+    mp = MixedPrecisionPolicy(param_dtype=param_dtype, reduce_dtype=torch.float32) if param_dtype else None
+    kwargs = {"mp_policy": mp} if mp else {}
+    for block in blocks:
+        fully_shard(block, **kwargs)
+    fully_shard(objective, **kwargs)
+    return objective
+
+
+def is_main() -> bool:
+    return not dist.is_initialized() or dist.get_rank() == 0

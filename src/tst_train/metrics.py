@@ -1,0 +1,91 @@
+"""Run records: ``metrics.jsonl`` (one JSON object per step, plus evaluation records), TensorBoard and
+optionally W&B. Rank 0 writes; other ranks get a writer that does nothing.
+
+Units: ``data_tokens`` = raw tokens the loader consumed (``s×`` more per step in the superposition
+phase); ``positions`` = positions the model computed on; ``flops`` counts positions only.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+
+from . import distributed
+
+METRICS_FILE = "metrics.jsonl"
+
+
+def read_metrics(run_dir: str | Path) -> list[dict]:
+    path = Path(run_dir) / METRICS_FILE
+    if not path.is_file():
+        return []
+    out = []
+    for line in path.read_text().splitlines():
+        line = line.strip()
+        if line:
+            try:
+                out.append(json.loads(line))
+            except json.JSONDecodeError:  # a line cut by a kill; the records before it are whole
+                break
+    return out
+
+
+def truncate_after(run_dir: Path, step: int) -> None:
+    """On resume from a checkpoint taken before step ``step`` (0-based), drop records of later steps.
+
+    Records carry ``step`` = completed steps, so records with ``step <= step`` are kept. The file is
+    rewritten atomically.
+    """
+    path = run_dir / METRICS_FILE
+    if not distributed.is_main() or not path.exists():
+        return
+    kept = [r for r in read_metrics(run_dir) if r.get("step", 0) <= step]
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text("".join(json.dumps(r) + "\n" for r in kept))
+    os.replace(tmp, path)
+
+
+class MetricsWriter:
+    def __init__(self, run_dir: Path, config: dict, tensorboard: bool, wandb: bool, wandb_project: str) -> None:
+        self.enabled = distributed.is_main()
+        self._file = None
+        self._tb = None
+        self._wandb = None
+        if not self.enabled:
+            return
+        self._file = open(run_dir / METRICS_FILE, "a", buffering=1)
+        if tensorboard:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+                self._tb = SummaryWriter(str(run_dir / "tb"))
+            except ImportError:
+                pass
+        if wandb:
+            try:
+                import wandb as wb
+                self._wandb = wb.init(project=wandb_project, config=config, dir=str(run_dir),
+                                      name=run_dir.name, resume="allow")
+            except ImportError:
+                print("wandb is not installed; logging to metrics.jsonl and TensorBoard only")
+
+    def log(self, record: dict) -> None:
+        if not self.enabled:
+            return
+        clean = {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in record.items()}
+        self._file.write(json.dumps(clean) + "\n")
+        step = record["step"]
+        for key, value in record.items():
+            if key != "step" and isinstance(value, (int, float)) and not isinstance(value, bool):
+                if self._tb is not None:
+                    self._tb.add_scalar(key, value, step)
+        if self._wandb is not None:
+            self._wandb.log({k: v for k, v in record.items() if k != "step"}, step=step)
+
+    def close(self) -> None:
+        if self._file:
+            self._file.close()
+        if self._tb:
+            self._tb.close()
+        if self._wandb:
+            self._wandb.finish()

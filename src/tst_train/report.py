@@ -1,0 +1,201 @@
+"""Plots and the report of a comparison, made from the run records alone (the trainer never plots).
+
+Writes ``val_loss_vs_steps.png``, ``val_loss_vs_data_tokens.png``, ``val_loss_vs_wall_clock.png``,
+``train_loss.png``, ``report.md`` and a standalone ``report.html`` (images embedded).
+"""
+from __future__ import annotations
+
+import base64
+import html
+import platform
+from pathlib import Path
+
+from .metrics import read_metrics
+
+COLORS = {"baseline": "#444444", "tst": "#d62728", "input-only": "#1f77b4", "output-only": "#2ca02c",
+          "tst-reinit": "#9467bd", "baseline-equal-data": "#8c8c8c"}
+
+
+def _plt():
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    return plt
+
+
+def _runs(out: Path, summary: dict) -> dict[str, list[list[dict]]]:
+    return {arm: [read_metrics(out / s["run_dir"]) for s in a["seeds"].values()] for arm, a in summary["arms"].items()}
+
+
+def _plot_eval(out: Path, runs: dict, summary: dict, x: str, xlabel: str, fname: str) -> str:
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    for arm, seed_runs in runs.items():
+        for i, recs in enumerate(seed_runs):
+            pts = [(r[x], r["val_loss"]) for r in recs if r.get("val_loss") is not None]
+            if pts:
+                xs, ys = zip(*pts)
+                ax.plot(xs, ys, color=COLORS.get(arm), alpha=0.9 if i == 0 else 0.45, lw=1.4,
+                        label=arm if i == 0 else None, marker="o", ms=2.5)
+    if x == "step":
+        _mark_transition(ax, summary)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("validation loss (next-token CE, nats)")
+    _zoom(ax, runs)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(out / fname, dpi=110)
+    plt.close(fig)
+    return fname
+
+
+def _zoom(ax, runs: dict) -> None:
+    """Focus the y axis on the interesting range (the first evaluations are far above the rest)."""
+    finals = [r["val_loss"] for seed_runs in runs.values() for recs in seed_runs for r in recs if r.get("val_loss")]
+    if finals:
+        lo = min(finals)
+        ends = [[r["val_loss"] for r in recs if r.get("val_loss")][-1] for sr in runs.values() for recs in sr if recs]
+        hi = max(ends) + 1.5 * (max(ends) - lo + 0.05)
+        ax.set_ylim(lo - 0.05, min(max(finals), hi))
+
+
+def _mark_transition(ax, summary: dict) -> None:
+    steps = {s["transition_step"] for a in summary["arms"].values() for s in a["seeds"].values() if s["transition_step"]}
+    for t in steps:
+        ax.axvline(t, color="#d62728", ls="--", lw=0.8, alpha=0.7)
+        ax.text(t, ax.get_ylim()[1], " transition", color="#d62728", fontsize=8, va="top")
+
+
+def _plot_train_loss(out: Path, runs: dict, summary: dict) -> str:
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    for arm, seed_runs in runs.items():
+        recs = [r for r in seed_runs[0] if "loss" in r and r.get("loss") is not None]
+        if not recs:
+            continue
+        xs = [r["step"] for r in recs]
+        ys = [r["loss"] for r in recs]
+        ax.plot(xs, ys, color=COLORS.get(arm), alpha=0.25, lw=0.6)
+        ax.plot(xs, _ema(ys, 0.95), color=COLORS.get(arm), lw=1.4, label=f"{arm} (EMA)")
+    _mark_transition(ax, summary)
+    ax.set_xlabel("step (equal FLOPs per step)")
+    ax.set_ylabel("training loss (nats)")
+    ax.set_title("Training loss; before the transition TST's is the MCE (log s dropped), not next-token CE",
+                 fontsize=8)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(out / "train_loss.png", dpi=110)
+    plt.close(fig)
+    return "train_loss.png"
+
+
+def _ema(ys: list[float], beta: float) -> list[float]:
+    out, m = [], None
+    for y in ys:
+        m = y if m is None else beta * m + (1 - beta) * y
+        out.append(m)
+    return out
+
+
+def make_plots(out: Path, summary: dict) -> list[tuple[str, str]]:
+    runs = _runs(out, summary)
+    return [
+        ("Validation loss vs steps (= FLOPs; transition marked)",
+         _plot_eval(out, runs, summary, "step", "step (equal FLOPs per step)", "val_loss_vs_steps.png")),
+        ("Validation loss vs data tokens consumed",
+         _plot_eval(out, runs, summary, "data_tokens", "data tokens consumed", "val_loss_vs_data_tokens.png")),
+        ("Validation loss vs wall-clock (training time only)",
+         _plot_eval(out, runs, summary, "train_time", "training time (s)", "val_loss_vs_wall_clock.png")),
+        ("Training loss (transition spike)", _plot_train_loss(out, runs, summary)),
+    ]
+
+
+def verdict(summary: dict) -> str:
+    """One paragraph that states what was found, whatever it is."""
+    c = summary["comparisons"].get("tst")
+    if not c or c["delta_val_loss"]["mean"] is None:
+        return "No TST-vs-baseline comparison in this report (the baseline or tst arm is missing)."
+    d = c["delta_val_loss"]
+    n = d["n"]
+    ci = d.get("ci95")
+    if ci and ci[1] < 0:
+        head = f"TST beat the equal-FLOPs baseline: Δ = {d['mean']:+.4f} nats, 95% CI [{ci[0]:+.4f}, {ci[1]:+.4f}] over {n} seeds."
+    elif ci and ci[0] > 0:
+        head = f"TST lost to the equal-FLOPs baseline: Δ = {d['mean']:+.4f} nats, 95% CI [{ci[0]:+.4f}, {ci[1]:+.4f}] over {n} seeds."
+    elif ci:
+        head = (f"No significant difference at equal FLOPs: Δ = {d['mean']:+.4f} nats, 95% CI "
+                f"[{ci[0]:+.4f}, {ci[1]:+.4f}] includes 0 ({n} seeds).")
+    else:
+        word = "lower" if d["mean"] < 0 else "higher"
+        head = (f"With one seed, TST's final validation loss is {abs(d['mean']):.4f} nats {word} than the "
+                f"equal-FLOPs baseline's; seeds move the final loss by a few hundredths of a nat on this "
+                f"scale, so a single seed is not evidence either way.")
+    s = c["equal_loss_speedup"]
+    if s["mean"] is not None:
+        tail = f" TST reached the baseline's final loss {s['mean']:.2f}× sooner (in {c['speedup_reached']}/{n} seeds)."
+    else:
+        tail = " TST never reached the baseline's final validation loss within the run."
+    return head + tail
+
+
+def write_report(out: Path, summary: dict) -> None:
+    from .compare import format_table
+    plots = make_plots(out, summary)
+    cfg = summary["config"]
+    t, s = cfg["train"], cfg["tst"]
+    setup = (f"Model preset `{cfg['model']['preset']}`, {t['steps']} steps × {t['batch_size']} rows × "
+             f"{t['seq_len']} positions, lr {t['lr']}, warmup {t['warmup_steps']}, decay over the last "
+             f"{t['decay_frac']:.0%}; TST bag size {s['bag_size']}, superposition fraction "
+             f"{s['superposition_frac']}, weighting {s['weights']}. Seeds: {summary['seeds']}. Data: "
+             f"`{summary['data']}`. Machine: {platform.machine()}, {platform.node()}.")
+    md = ["# TST vs baseline: equal-FLOPs comparison", "", verdict(summary), "", "## Setup", "", setup, "",
+          "## Results", "", format_table(summary), "",
+          "Δ < 0 means the arm's validation loss is lower than the baseline's. Validation is always "
+          "next-token cross-entropy on the same held-out tokens. Equal-loss speed-up = baseline steps ÷ the "
+          "steps the arm needs to reach the baseline's final validation loss (interpolated between "
+          "evaluations). Wall-clock figures come from one shared machine and runs done one after another: "
+          "compare step times, not single timings.", ""]
+    for title, fname in plots:
+        md += [f"## {title}", "", f"![{title}]({fname})", ""]
+    md += ["## Runs", "", "Each arm's run directory (config, metrics.jsonl, checkpoints) is under `runs/`.", ""]
+    (out / "report.md").write_text("\n".join(md))
+    (out / "report.html").write_text(_html(md, out))
+
+
+def _html(md_lines: list[str], out: Path) -> str:
+    """A minimal markdown → HTML for our own report (headings, tables, images embedded as base64)."""
+    body, table = [], []
+
+    def flush_table():
+        if table:
+            rows = [r for r in table if not set(r.replace("|", "").strip()) <= set("-: ")]
+            cells = [[html.escape(c.strip()) for c in r.strip().strip("|").split("|")] for r in rows]
+            head = "".join(f"<th>{c}</th>" for c in cells[0])
+            rest = "".join("<tr>" + "".join(f"<td>{c}</td>" for c in r) + "</tr>" for r in cells[1:])
+            body.append(f"<table><tr>{head}</tr>{rest}</table>")
+            table.clear()
+
+    for line in md_lines:
+        if line.startswith("|"):
+            table.append(line)
+            continue
+        flush_table()
+        if line.startswith("## "):
+            body.append(f"<h2>{html.escape(line[3:])}</h2>")
+        elif line.startswith("# "):
+            body.append(f"<h1>{html.escape(line[2:])}</h1>")
+        elif line.startswith("!["):
+            fname = line[line.rindex("](") + 2:-1]
+            data = base64.b64encode((out / fname).read_bytes()).decode()
+            body.append(f'<img alt="{html.escape(fname)}" src="data:image/png;base64,{data}">')
+        elif line:
+            body.append(f"<p>{html.escape(line)}</p>")
+    flush_table()
+    style = ("body{font-family:sans-serif;max-width:60em;margin:2em auto}table{border-collapse:collapse}"
+             "td,th{border:1px solid #ccc;padding:4px 8px}img{max-width:100%}")
+    return f"<!doctype html><html><head><meta charset='utf-8'><title>TST report</title><style>{style}</style></head><body>{''.join(body)}</body></html>"
+
+
+__all__ = ["write_report", "make_plots", "verdict"]

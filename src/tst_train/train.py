@@ -1,0 +1,376 @@
+"""Two-phase TST training: one loop, the phase looked up by step from ``tst.TSTSchedule``.
+
+    tst train --data DATA_DIR --out RUN_DIR --preset tiny --steps 2000 --bag-size 4 --superposition-frac 0.3
+    torchrun --nproc_per_node=8 -m tst train --data DATA_DIR --out RUN_DIR --config configs/smollm2_135m_tst.toml
+
+The recovery phase is the ``bag_size == 1`` case of the same step: the loader reads
+``phase.tokens_per_row(seq_len)`` tokens per row, ``phase.fold`` makes ``(inputs, targets)``, and the loss
+is the MCE (plain CE when each position has one target). Nothing else changes at the transition —
+same weights, same optimizer state, same continuous learning-rate schedule — unless an ablation asks.
+"""
+from __future__ import annotations
+
+import math
+import signal
+import statistics
+import time
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+
+import tst
+
+from . import checkpoint, distributed
+from .config import Config
+from .data.loader import TokenLoader, check_data_dir, load_split
+from .errors import UserError
+from .evaluate import Validator
+from .metrics import MetricsWriter, truncate_after
+from .model import Transformer, model_config
+from .objective import TrainObjective
+from .optim import build_optimizer, lr_at, reset_moments, set_lr
+
+EXIT_INTERRUPTED = 75  # EX_TEMPFAIL: stopped by a signal after checkpointing; rerun with --resume
+
+# Dense bf16 peaks (TFLOP/s) for MFU when --log.peak_tflops is not given.
+KNOWN_PEAK_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0, "B200": 2250.0}
+
+
+@dataclass
+class TrainState:
+    """Everything a checkpoint restores besides the model and optimizer."""
+    step: int = 0  # completed steps = the next 0-based step to run
+    data_tokens: int = 0  # raw tokens consumed (global)
+    positions: int = 0  # positions computed on (global)
+    flops: float = 0.0
+    train_time: float = 0.0  # seconds inside training steps (no eval, no checkpointing)
+    loader: dict = field(default_factory=dict)
+    step_times: list = field(default_factory=list)
+    best_val_loss: float = math.inf
+    rng: dict = field(default_factory=dict)
+
+
+class StopFlag:
+    """SIGTERM/SIGINT → checkpoint at the next step boundary and exit cleanly (preemption, Ctrl-C)."""
+
+    def __init__(self) -> None:
+        self.signum = None
+        self._old = {}
+
+    def __enter__(self):
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            try:
+                self._old[sig] = signal.signal(sig, self._handle)
+            except ValueError:  # not the main thread (e.g. called from a notebook worker)
+                pass
+        return self
+
+    def _handle(self, signum, frame) -> None:
+        if self.signum is not None and signum == signal.SIGINT:
+            raise KeyboardInterrupt  # a second Ctrl-C stops at once
+        self.signum = signum
+
+    def __exit__(self, *exc) -> None:
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+
+
+def check_token_ids(rows: torch.Tensor, vocab_size: int, data_path: str) -> None:
+    """Token ids at or beyond the vocabulary mean data and meta.json disagree: refuse, don't index out of range."""
+    top = int(rows.max())
+    if top >= vocab_size or int(rows.min()) < 0:
+        raise UserError(f"{data_path} holds token id {top} but its vocab_size is {vocab_size}: the data does not "
+                        f"match its meta.json; re-run `tst prepare` for this directory")
+
+
+def build_model(cfg: Config, vocab_size: int):
+    overrides = {k: v for k, v in (("dim", cfg.model.dim), ("n_layers", cfg.model.n_layers)) if v}
+    try:
+        mcfg = model_config(cfg.model.preset, vocab_size, tie_embeddings=cfg.model.tie_embeddings, **overrides)
+    except ValueError as e:
+        raise UserError(f"--model: {e}") from None
+    if cfg.train.seq_len > mcfg.max_seq_len:
+        mcfg.max_seq_len = cfg.train.seq_len
+    return mcfg
+
+
+def make_schedule(cfg: Config) -> tst.TSTSchedule:
+    try:
+        return tst.TSTSchedule(cfg.train.steps, cfg.tst.bag_size, cfg.tst.superposition_frac,
+                               mode=cfg.tst.mode, weights=cfg.tst.weights)
+    except ValueError as e:
+        raise UserError(str(e)) from None
+
+
+def plan(cfg: Config, meta: dict) -> dict:
+    """What the run will do: steps per phase, data tokens, FLOPs, epochs — printed by ``--dry-run``."""
+    mcfg = build_model(cfg, meta["vocab_size"])
+    with torch.device("meta"):
+        model = Transformer(mcfg)
+    schedule = make_schedule(cfg)
+    t = cfg.train
+    positions = t.steps * t.batch_size * t.seq_len
+    flops_pp = model.flops_per_position(t.seq_len)
+    data_tokens = schedule.data_tokens(t.batch_size, t.seq_len)
+    train_tokens = meta["splits"]["train"]["tokens"]
+    phases = [{"phase": p.name, "steps": end - start, "first_step": start, "bag_size": p.bag_size,
+               "target_bag_size": p.target_bag_size, "weights": str(p.weights),
+               "data_tokens": schedule.data_tokens(t.batch_size, t.seq_len, end) - schedule.data_tokens(t.batch_size, t.seq_len, start)}
+              for start, end, p in schedule.phases]
+    return {
+        "model": asdict(mcfg), "params": model.num_params(), "params_non_embedding": model.num_params(exclude_embedding=True),
+        "transition_step": schedule.transition_step, "phases": phases,
+        "positions": positions, "data_tokens": data_tokens, "flops_per_position": flops_pp,
+        "flops": flops_pp * positions, "train_tokens_available": train_tokens,
+        "epochs": data_tokens / train_tokens, "data_repeats": data_tokens > train_tokens,
+    }
+
+
+def format_plan(p: dict) -> str:
+    lines = [f"model: {p['params'] / 1e6:.2f}M parameters ({p['params_non_embedding'] / 1e6:.2f}M without the input embedding)"]
+    for ph in p["phases"]:
+        lines.append(f"  {ph['phase']:<13} steps {ph['first_step']}..{ph['first_step'] + ph['steps'] - 1} "
+                     f"({ph['steps']} steps), bag_size={ph['bag_size']}, targets/position={ph['target_bag_size']}, "
+                     f"data tokens {ph['data_tokens']:,}")
+    lines.append(f"positions: {p['positions']:,}; FLOPs: {p['flops']:.3e} ({p['flops_per_position']:.3e}/position)")
+    lines.append(f"data tokens needed: {p['data_tokens']:,} of {p['train_tokens_available']:,} available "
+                 f"({p['epochs']:.2f} epochs)")
+    if p["data_repeats"]:
+        lines.append(f"WARNING: data repeats: the run reads the training split {p['epochs']:.2f} times")
+    else:
+        lines.append("data: enough for a single epoch (no token is seen twice)")
+    return "\n".join(lines)
+
+
+def fingerprint(cfg: Config, mcfg, meta: dict) -> dict:
+    """What must match for a checkpoint to resume into this run."""
+    t, s = cfg.train, cfg.tst
+    return {"model": asdict(mcfg), "data": [meta["vocab_size"], meta["splits"]["train"]["tokens"]],
+            "schedule": [t.steps, s.mode, s.bag_size, s.superposition_frac, s.weights, s.reset_optimizer,
+                         s.reinit_embeddings],
+            "batch": [t.batch_size, t.seq_len], "optim": [t.lr, t.min_lr_ratio, t.warmup_steps, t.decay_frac,
+                                                          t.weight_decay, t.beta1, t.beta2, t.eps, t.grad_clip]}
+
+
+def _autocast_dtype(cfg: Config, device: torch.device) -> torch.dtype | None:
+    want = cfg.train.dtype
+    if want == "auto":
+        want = "bf16" if device.type == "cuda" else "fp32"
+    return torch.bfloat16 if want == "bf16" else None
+
+
+def _peak_flops(cfg: Config, device: torch.device, world: int) -> float | None:
+    if cfg.log.peak_tflops:
+        return cfg.log.peak_tflops * 1e12 * world
+    if device.type == "cuda":
+        name = torch.cuda.get_device_name(device)
+        for key, tf in KNOWN_PEAK_TFLOPS.items():
+            if key in name:
+                return tf * 1e12 * world
+    return None
+
+
+class Trainer:
+    """Holds the pieces of one run; ``run()`` is the loop."""
+
+    def __init__(self, cfg: Config, run_dir: Path, resume: bool) -> None:
+        self.cfg, self.run_dir = cfg, run_dir
+        t = cfg.train
+        if t.threads:
+            torch.set_num_threads(t.threads)
+        self.dist = distributed.init(t.device)
+        self.meta = check_data_dir(cfg.data.path)
+        self.mcfg = build_model(cfg, self.meta["vocab_size"])
+        if t.batch_size % self.dist.world_size:
+            raise UserError(f"--batch-size {t.batch_size} is not divisible by the {self.dist.world_size} ranks")
+        self.local_rows = t.batch_size // self.dist.world_size
+        self.micro_rows = t.micro_batch_size or self.local_rows
+        if self.local_rows % self.micro_rows:
+            raise UserError(f"--train.micro_batch_size {self.micro_rows} does not divide the {self.local_rows} rows per rank")
+        self.schedule = make_schedule(cfg)
+        self.device = self.dist.device
+        self.autocast_dtype = _autocast_dtype(cfg, self.device)
+        torch.manual_seed(t.seed)
+        with torch.device("meta"):
+            self.model = Transformer(self.mcfg)
+        self.model.to_empty(device=self.device)
+        self.model.init_weights()
+        if t.compile:
+            for block in self.model.layers:
+                block.compile()
+        self.objective = distributed.parallelize(TrainObjective(self.model, fused=t.fused_loss),
+                                                 self.model.layers, self.dist, self.autocast_dtype)
+        self.optimizer = build_optimizer(self.model, t)
+        self.loader = TokenLoader(cfg.data.path, "train", rank=self.dist.rank, world_size=self.dist.world_size)
+        self.validator = Validator(load_split(cfg.data.path, "val"), t.seq_len, cfg.eval.tokens,
+                                   cfg.eval.batch_size, self.meta.get("bytes_per_token") or 0.0, self.device)
+        check_token_ids(self.validator.rows, self.mcfg.vocab_size, cfg.data.path)
+        self.flops_per_position = self.model.flops_per_position(t.seq_len)
+        self.peak_flops = _peak_flops(cfg, self.device, self.dist.world_size)
+        self.fingerprint = fingerprint(cfg, self.mcfg, self.meta)
+        self.ckpt_root = run_dir / "checkpoints"
+        self.state = TrainState()
+        if resume:
+            self._resume()
+
+    # ------------------------------------------------------------------ checkpoints
+    def _resume(self) -> None:
+        checkpoint.clean_partial(self.ckpt_root)
+        state = checkpoint.load_latest(self.ckpt_root, self.model, self.optimizer, self.fingerprint)
+        if state is None:
+            distributed.print0(f"no checkpoint in {self.ckpt_root}; starting from step 0")
+            truncate_after(self.run_dir, 0)
+            return
+        self.state = TrainState(**state)
+        self.loader.load_state_dict(self.state.loader)
+        if self.state.rng:
+            torch.set_rng_state(self.state.rng["cpu"])
+        truncate_after(self.run_dir, self.state.step)
+        distributed.print0(f"resumed from step {self.state.step}")
+
+    def save_checkpoint(self) -> None:
+        self.state.loader = self.loader.state_dict()
+        self.state.rng = {"cpu": torch.get_rng_state()}
+        checkpoint.save(self.ckpt_root, self.state.step, self.model, self.optimizer, asdict(self.state),
+                        self.fingerprint, self.cfg.checkpoint.keep)
+
+    # ------------------------------------------------------------------ one step
+    def train_step(self, step: int, phase: tst.Phase) -> dict:
+        """One optimizer step on one global batch: fold, forward/backward per micro-batch, clip, update."""
+        t = self.cfg.train
+        lr = lr_at(step, t)
+        set_lr(self.optimizer, lr)
+        rows = self.loader.next_batch(t.batch_size, phase.tokens_per_row(t.seq_len), phase.data_tokens_per_row(t.seq_len))
+        check_token_ids(rows, self.mcfg.vocab_size, self.cfg.data.path)  # on the CPU copy: no device sync
+        inputs, targets = phase.fold(rows.to(self.device), t.seq_len)  # (b, L, s), (b, L, t)
+        # Normalise by the *global* weighted count of valid targets so that accumulation and data
+        # parallelism give exactly the gradient of one big batch.
+        norm = distributed.all_reduce_sum(tst.multi_hot_weight_sum(targets, phase.weights).double()).item()
+        # FSDP2 averages gradients over ranks; scaling by world size turns that average into the sum.
+        scale = self.dist.world_size / norm
+        loss_sum = torch.zeros((), dtype=torch.float64, device=self.device)
+        for i in range(0, self.local_rows, self.micro_rows):
+            with self._autocast():
+                part = self.objective(inputs[i:i + self.micro_rows], targets[i:i + self.micro_rows], phase.weights)
+            (part * scale).backward()
+            loss_sum += part.detach().double()
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), t.grad_clip or math.inf)
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        loss = distributed.all_reduce_sum(loss_sum).item() / norm  # .item() is the step's one sync point
+        return {"loss": loss, "lr": lr, "grad_norm": float(grad_norm)}
+
+    def _autocast(self):
+        if self.autocast_dtype is None:
+            return nullcontext()
+        return torch.autocast(device_type=self.device.type, dtype=self.autocast_dtype)
+
+    def on_transition(self) -> None:
+        """Ablations at the phase boundary; by default nothing happens (weights and moments carry over)."""
+        s = self.cfg.tst
+        if s.reinit_embeddings:
+            head, emb = self.model.lm_head.weight, self.model.tok_embeddings.weight
+            gen_state = torch.get_rng_state()
+            torch.manual_seed(self.cfg.train.seed + 1)  # deterministic, independent of the run so far
+            with torch.no_grad():
+                for w in {id(head): head, id(emb): emb}.values():
+                    torch.nn.init.normal_(w, mean=0.0, std=self.mcfg.init_std)
+            torch.set_rng_state(gen_state)
+            reset_moments(self.optimizer, [head, emb])  # fresh weights get fresh moments
+        if s.reset_optimizer:
+            reset_moments(self.optimizer)
+
+    # ------------------------------------------------------------------ the loop
+    def run(self) -> dict:
+        cfg, st = self.cfg, self.state
+        t = cfg.train
+        writer = MetricsWriter(self.run_dir, cfg.to_dict(), cfg.log.tensorboard, cfg.log.wandb, cfg.log.wandb_project)
+        bar = _progress(cfg, st.step, t.steps)
+        interrupted = None
+        wall_start = time.perf_counter() - st.train_time
+        with StopFlag() as stop:
+            while st.step < t.steps:
+                step = st.step
+                phase = self.schedule.phase_at(step)
+                if step == self.schedule.transition_step and step > 0:
+                    self.on_transition()
+                t0 = time.perf_counter()
+                out = self.train_step(step, phase)  # all ranks participate
+                dt = time.perf_counter() - t0
+                self._account(phase, dt)
+                writer.log(self._step_record(phase, out, dt))
+                bar.update(1)
+                bar.set_postfix_str(f"{phase.name} s={phase.bag_size} loss={out['loss']:.3f} "
+                                    f"{t.batch_size * t.seq_len / dt:,.0f} pos/s", refresh=False)
+                if not math.isfinite(out["loss"]):
+                    raise UserError(f"the loss became {out['loss']} at step {st.step}; lower --train.lr "
+                                    f"or check the data")
+                if self._should_eval():
+                    writer.log(self._evaluate(phase, wall_start))
+                if self._should_checkpoint():
+                    self.save_checkpoint()
+                if stop.signum is not None:
+                    interrupted = signal.Signals(stop.signum).name
+                    if not self._should_checkpoint():
+                        self.save_checkpoint()
+                    break
+        bar.close()
+        writer.close()
+        return self._summary(interrupted, time.perf_counter() - wall_start)
+
+    def _account(self, phase: tst.Phase, dt: float) -> None:
+        t, st = self.cfg.train, self.state
+        st.step += 1
+        st.data_tokens += t.batch_size * phase.data_tokens_per_row(t.seq_len)
+        st.positions += t.batch_size * t.seq_len
+        st.flops += self.flops_per_position * t.batch_size * t.seq_len
+        st.train_time += dt
+        st.step_times.append(dt)
+
+    def _step_record(self, phase: tst.Phase, out: dict, dt: float) -> dict:
+        t, st = self.cfg.train, self.state
+        positions_per_s = t.batch_size * t.seq_len / dt
+        flops_per_s = positions_per_s * self.flops_per_position
+        return {"step": st.step, "phase": phase.name, "bag_size": phase.bag_size,
+                "target_bag_size": phase.target_bag_size, **out,
+                "data_tokens": st.data_tokens, "positions": st.positions, "flops": st.flops,
+                "step_time": dt, "data_tokens_per_s": t.batch_size * phase.data_tokens_per_row(t.seq_len) / dt,
+                "positions_per_s": positions_per_s, "mfu": tst.mfu(flops_per_s, self.peak_flops),
+                "epoch": self.loader.epoch}
+
+    def _should_eval(self) -> bool:
+        every, step = self.cfg.eval.every, self.state.step
+        boundary = step == self.schedule.transition_step and 0 < step < self.cfg.train.steps
+        return step == self.cfg.train.steps or boundary or (every > 0 and step % every == 0)
+
+    def _should_checkpoint(self) -> bool:
+        every, step = self.cfg.checkpoint.every, self.state.step
+        boundary = step == self.schedule.transition_step and 0 < step < self.cfg.train.steps
+        return step == self.cfg.train.steps or boundary or (every > 0 and step % every == 0)
+
+    def _evaluate(self, phase: tst.Phase, wall_start: float) -> dict:
+        st = self.state
+        res = self.validator.evaluate(self.objective, self.autocast_dtype)
+        st.best_val_loss = min(st.best_val_loss, res["val_loss"])
+        return {"step": st.step, "phase": phase.name, **res, "data_tokens": st.data_tokens,
+                "positions": st.positions, "flops": st.flops, "train_time": st.train_time,
+                "wall_time": time.perf_counter() - wall_start}
+
+    def _summary(self, interrupted: str | None, wall_time: float) -> dict:
+        st = self.state
+        return {"completed": interrupted is None and st.step >= self.cfg.train.steps,
+                "interrupted_by": interrupted, "steps": st.step, "transition_step": self.schedule.transition_step,
+                "data_tokens": st.data_tokens, "positions": st.positions, "flops": st.flops,
+                "train_time": st.train_time, "wall_time": wall_time,
+                "step_time_median": statistics.median(st.step_times) if st.step_times else None,
+                "best_val_loss": st.best_val_loss if math.isfinite(st.best_val_loss) else None,
+                "epochs": st.data_tokens / self.meta["splits"]["train"]["tokens"],
+                "params": self.model.num_params()}
+
+
+def _progress(cfg: Config, initial: int, total: int):
+    from tqdm import tqdm
+    return tqdm(total=total, initial=initial, disable=not (cfg.log.progress and distributed.is_main()),
+                unit="step", dynamic_ncols=True, mininterval=0.5)

@@ -1,0 +1,96 @@
+"""`tst compare` / `tst sweep` on tiny settings, and the analysis functions against hand computations."""
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from tst_train import analysis
+from tst_train.cli import main
+
+TINY = ["--preset", "tiny", "--steps", "12", "--batch-size", "2", "--seq-len", "16", "--bag-size", "2",
+        "--superposition-frac", "0.5", "--eval-every", "4", "--train.warmup_steps=2", "--eval.tokens=512",
+        "--log.tensorboard=false", "--train.threads=1"]
+
+
+def test_mean_ci_matches_hand_computation():
+    r = analysis.mean_ci([1.0, 2.0, 3.0])
+    assert r["mean"] == 2.0 and r["sd"] == 1.0
+    half = 4.303 / math.sqrt(3)
+    assert r["ci95"] == pytest.approx([2 - half, 2 + half])
+    assert analysis.mean_ci([5.0])["ci95"] is None
+    assert analysis.mean_ci([None, 1.0, None])["n"] == 1
+
+
+def test_first_crossing_and_value_at():
+    curve = [(100, 5.0), (200, 4.0), (300, 3.0)]
+    assert analysis.first_crossing(curve, 3.5) == pytest.approx(250.0)
+    assert analysis.first_crossing(curve, 5.0) == 100.0
+    assert analysis.first_crossing(curve, 2.0) is None
+    # a spike: the crossing is the first time the target is reached
+    assert analysis.first_crossing([(1, 4.0), (2, 2.0), (3, 6.0), (4, 1.0)], 3.0) == pytest.approx(1.5)
+    assert analysis.value_at(curve, 150) == pytest.approx(4.5)
+    assert analysis.value_at(curve, 301) is None
+
+
+def test_compare_to_baseline_speedup():
+    base = [{"step": s, "val_loss": v, "data_tokens": s * 10} for s, v in [(10, 5.0), (20, 4.0), (40, 3.0)]]
+    arm = [{"step": s, "val_loss": v, "data_tokens": s * 20} for s, v in [(10, 6.0), (20, 3.5), (40, 2.5)]]
+    c = analysis.compare_to_baseline(arm, base)
+    # the arm reaches 3.0 between steps 20 (3.5) and 40 (2.5): at step 30 → 40/30
+    assert c["delta_val_loss"] == pytest.approx(-0.5)
+    assert c["equal_loss_speedup"] == pytest.approx(40 / 30)
+    # the arm consumed 800 data tokens; the baseline only reached 400 → no equal-data value
+    assert c["equal_data"]["baseline_val_loss"] is None
+
+
+def test_compare_all_arms_tiny(tiny_data, tmp_path, capsys):
+    out = tmp_path / "cmp"
+    arms = "baseline,tst,input-only,output-only,tst-reinit,baseline-equal-data"
+    code = main(["compare", "--data", str(tiny_data), "--out", str(out), "--arms", arms, "--seeds", "2", *TINY])
+    printed = capsys.readouterr().out
+    assert code == 0, printed
+    s = json.loads((out / "summary.json").read_text())
+    assert set(s["arms"]) == set(arms.split(","))
+    for arm, a in s["arms"].items():
+        for seed in ("0", "1"):
+            r = a["seeds"][seed]
+            for key in ("final_val_loss", "best_val_loss", "data_tokens", "positions", "flops", "wall_time",
+                        "step_time_median"):
+                assert r[key] is not None, (arm, key)
+    tst = s["comparisons"]["tst"]
+    assert tst["delta_val_loss"]["n"] == 2 and len(tst["delta_val_loss"]["ci95"]) == 2
+    assert "equal_loss_speedup" in tst and "equal_data_delta_val_loss" in tst
+    # the equal-data baseline saw as many tokens as TST (s=2, r=0.5 → 1.5× the baseline's)
+    eq = s["arms"]["baseline-equal-data"]["seeds"]["0"]
+    assert eq["data_tokens"] >= s["arms"]["tst"]["seeds"]["0"]["data_tokens"]
+    assert s["arms"]["tst"]["seeds"]["0"]["flops"] == s["arms"]["baseline"]["seeds"]["0"]["flops"]
+    for f in ("report.md", "report.html", "val_loss_vs_steps.png", "val_loss_vs_data_tokens.png",
+              "val_loss_vs_wall_clock.png", "train_loss.png"):
+        assert (out / f).is_file(), f
+    assert "data:image/png;base64" in (out / "report.html").read_text()
+    assert "| tst |" in printed and "report.md" in printed
+    # rerunning reuses the finished runs
+    code = main(["compare", "--data", str(tiny_data), "--out", str(out), "--arms", "baseline,tst", "--seeds", "1", *TINY])
+    assert code == 0 and "already complete" in capsys.readouterr().out
+
+
+def test_compare_bad_arm(tiny_data, tmp_path, capsys):
+    code = main(["compare", "--data", str(tiny_data), "--out", str(tmp_path / "c"), "--arms", "baseline,magic"])
+    assert code == 2 and "unknown arm" in capsys.readouterr().err
+
+
+def test_sweep_tiny_and_resumable(tiny_data, tmp_path, capsys):
+    out = tmp_path / "sweep"
+    args = ["sweep", "--data", str(tiny_data), "--out", str(out), "--bag-sizes", "2,3", "--fracs", "0.25",
+            "--weightings", "uniform,power", *TINY]
+    assert main(args) == 0
+    first = capsys.readouterr().out
+    res = json.loads((out / "sweep.json").read_text())
+    assert len(res["cells"]) == 4 and res["best"]["bag_size"] in (2, 3)
+    assert (out / "heatmap_uniform.png").is_file() and (out / "heatmap_power.png").is_file()
+    assert "best cell" in first
+    assert main(args) == 0
+    again = capsys.readouterr().out
+    assert again.count("already complete") == 5  # 4 cells + the baseline
