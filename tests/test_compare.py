@@ -81,16 +81,16 @@ def test_compare_bad_arm(tiny_data, tmp_path, capsys):
     assert code == 2 and "unknown arm" in capsys.readouterr().err
 
 
-def test_sweep_tiny_and_resumable(tiny_data, tmp_path, capsys):
+def test_sweep_tiny_and_resumable(tiny_data, tmp_path, capfd):
     out = tmp_path / "sweep"
     args = ["sweep", "--data", str(tiny_data), "--out", str(out), "--bag-sizes", "2,3", "--fracs", "0.25",
-            "--weightings", "uniform,power", *TINY]
+            "--weightings", "uniform,power", "--jobs", "2", *TINY]
     assert main(args) == 0
-    first = capsys.readouterr().out
+    first = capfd.readouterr().out
     res = json.loads((out / "sweep.json").read_text())
     assert len(res["cells"]) == 4 and res["best"]["bag_size"] in (2, 3)
     assert (out / "heatmap_uniform.png").is_file() and (out / "heatmap_power.png").is_file()
     assert "best cell" in first
     assert main(args) == 0
-    again = capsys.readouterr().out
+    again = capfd.readouterr().out
     assert again.count("already complete") == 5  # 4 cells + the baseline

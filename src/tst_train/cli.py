@@ -188,8 +188,10 @@ def run_training(cfg: Config, out: Path, resume: bool = False) -> dict:
     """Train into run directory ``out`` (Python API); writes ``summary.json`` when the run ends or stops."""
     from . import distributed
     from .train import Trainer, format_plan, plan
+    distributed.init(cfg.train.device)
     if distributed.is_main():
         prepare_run_dir(out, cfg, resume)
+    distributed.barrier()
     trainer = Trainer(cfg, out, resume)
     p = plan(cfg, trainer.meta)
     if distributed.is_main():

@@ -59,15 +59,37 @@ def run_arm(cfg: Config, run_dir: Path, log) -> dict:
     return summary
 
 
-def run_comparison(base: Config, out: Path, arms: list[str], seeds: list[int], log=print) -> dict:
+def run_arms(jobs: list[tuple[Config, Path]], n_parallel: int, log=print) -> None:
+    """Train the runs, ``n_parallel`` at a time in separate processes (one CPU thread each when > 1).
+
+    Side by side, arms share the machine's load equally, so their step times are comparable — on a
+    shared machine timings of runs done one after another are not.
+    """
+    if n_parallel <= 1:
+        for cfg, run_dir in jobs:
+            run_arm(cfg, run_dir, log)
+        return
+    import concurrent.futures as cf
+    import multiprocessing as mp
+    with cf.ProcessPoolExecutor(n_parallel, mp_context=mp.get_context("spawn")) as pool:
+        futures = []
+        for cfg, run_dir in jobs:
+            cfg = copy.deepcopy(cfg)
+            cfg.train.threads = cfg.train.threads or 1
+            futures.append(pool.submit(run_arm, cfg, run_dir, print))
+        for f in futures:
+            f.result()
+
+
+def run_comparison(base: Config, out: Path, arms: list[str], seeds: list[int], log=print,
+                   n_parallel: int = 1) -> dict:
     """Train every (arm, seed) and write ``summary.json`` + ``report.md``/``report.html`` into ``out``."""
     out.mkdir(parents=True, exist_ok=True)
     write_atomic(out / "base_config.json", json.dumps(base.to_dict(), indent=2))
     equal_data_tokens = tst_data_tokens(base)
     t0 = time.perf_counter()
-    for seed in seeds:
-        for arm in arms:
-            run_arm(arm_config(base, arm, seed, equal_data_tokens), out / "runs" / f"{arm}-seed{seed}", log)
+    run_arms([(arm_config(base, arm, seed, equal_data_tokens), out / "runs" / f"{arm}-seed{seed}")
+              for seed in seeds for arm in arms], n_parallel, log)
     summary = summarize(out, base, arms, seeds)
     summary["total_time_s"] = time.perf_counter() - t0
     write_atomic(out / "summary.json", json.dumps(summary, indent=2))
@@ -89,11 +111,12 @@ def summarize(out: Path, base: Config, arms: list[str], seeds: list[int]) -> dic
             seeds_out[str(s)] = {
                 "final_val_loss": curve[-1][1] if curve else None, "best_val_loss": rs.get("best_val_loss"),
                 "data_tokens": rs["data_tokens"], "positions": rs["positions"], "flops": rs["flops"],
-                "wall_time": rs["train_time"], "step_time_median": rs["step_time_median"], "steps": rs["steps"],
+                "wall_time": rs["wall_time"], "train_time": rs["train_time"],
+                "step_time_median": rs["step_time_median"], "steps": rs["steps"],
                 "transition_step": rs["transition_step"], "epochs": rs["epochs"], "run_dir": str(run_dir.relative_to(out)),
             }
         per_arm[arm] = {"seeds": seeds_out, **{k: analysis.mean_ci([v[k] for v in seeds_out.values()])
-                                             for k in ("final_val_loss", "step_time_median", "wall_time")}}
+                                             for k in ("final_val_loss", "best_val_loss", "step_time_median", "wall_time", "train_time")}}
     comparisons = {}
     if "baseline" in arms:
         for arm in arms:
@@ -166,6 +189,16 @@ def _seeds(args) -> list[int]:
     return list(range(base, base + n))
 
 
+def _jobs(args) -> int:
+    try:
+        n = int(args.jobs)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise UserError(f"--jobs must be a whole number >= 1, got {args.jobs!r}")
+    return n
+
+
 def _check_out(out: Path, marker: str) -> None:
     if out.exists() and any(out.iterdir()) and not (out / marker).is_file():
         raise UserError(f"{out} exists and is not a {marker.split('_')[0]} directory; choose a new --out")
@@ -177,6 +210,7 @@ def compare_main(argv: list[str]) -> int:
     p.add_argument("--out", required=True, help="report directory (rerun the same command to resume)")
     p.add_argument("--seeds", default="1", help="number of seeds (model initialisations) per arm")
     p.add_argument("--arms", default="baseline,tst", help=f"comma-separated, from: {', '.join(ARMS)}")
+    p.add_argument("--jobs", default="1", help="runs trained at the same time, in separate processes")
     args, extra = p.parse_known_args(argv)
     base, _ = resolve_config(args, extra)
     arms = _parse_list(args.arms, str, "--arms")
@@ -191,7 +225,7 @@ def compare_main(argv: list[str]) -> int:
         from .cli import dry_run
         return dry_run(base)
     base.log.progress = base.log.progress and False  # one line per arm; the per-run bar is noise here
-    summary = run_comparison(base, out, arms, _seeds(args))
+    summary = run_comparison(base, out, arms, _seeds(args), n_parallel=_jobs(args))
     print(format_table(summary))
     print(f"\nreport: {out / 'report.md'} (and report.html)")
     return 0
@@ -205,6 +239,7 @@ def sweep_main(argv: list[str]) -> int:
     p.add_argument("--fracs", default="0.2,0.4")
     p.add_argument("--weightings", default="uniform")
     p.add_argument("--seeds", default="1")
+    p.add_argument("--jobs", default="1", help="runs trained at the same time, in separate processes")
     args, extra = p.parse_known_args(argv)
     base, _ = resolve_config(args, extra)
     if not base.data.path:
@@ -221,7 +256,7 @@ def sweep_main(argv: list[str]) -> int:
     _check_out(out, "sweep_config.json")
     base.log.progress = False
     from .sweep import run_sweep
-    result = run_sweep(base, out, bags, fracs, weightings, _seeds(args))
+    result = run_sweep(base, out, bags, fracs, weightings, _seeds(args), n_parallel=_jobs(args))
     print(result["table"])
     print(f"\nbest cell: {result['best']}\nreport: {out / 'sweep.md'}")
     return 0
@@ -246,5 +281,7 @@ def demo_main(argv: list[str]) -> int:
         print(f"preparing the bundled corpus → {data_dir}")
         prepare(["bundled"], data_dir, vocab_size=4096, overwrite=True)
     print(f"data ready in {time.perf_counter() - t0:.0f}s")
+    # Both arms side by side, one core each: the fastest use of 2 cores for a model this small, and
+    # the arms' step times are measured under the same load.
     return compare_main(DEMO_FLAGS + ["--data", str(data_dir), "--out", str(out / "report"),
-                                      "--seeds", args.seeds] + extra)
+                                      "--seeds", args.seeds, "--jobs", "2"] + extra)

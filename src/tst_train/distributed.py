@@ -53,7 +53,7 @@ def cleanup() -> None:
 
 def print0(*args, **kwargs) -> None:
     """Print on rank 0 only."""
-    if not dist.is_initialized() or dist.get_rank() == 0:
+    if is_main():
         print(*args, **kwargs)
 
 
@@ -63,6 +63,15 @@ def all_reduce_sum(x: torch.Tensor) -> torch.Tensor:
         x = x.clone()
         dist.all_reduce(x, op=dist.ReduceOp.SUM)
     return x
+
+
+def any_rank(flag: bool, device: torch.device) -> bool:
+    """True if ``flag`` is set on any rank — so that all ranks stop at the same step after a signal."""
+    if not (dist.is_initialized() and dist.get_world_size() > 1):
+        return flag
+    t = torch.tensor([1.0 if flag else 0.0], device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return bool(t.item())
 
 
 def barrier() -> None:
@@ -89,4 +98,7 @@ def parallelize(objective: nn.Module, blocks: nn.ModuleList, info: DistInfo, par
 
 
 def is_main() -> bool:
-    return not dist.is_initialized() or dist.get_rank() == 0
+    """Rank 0 (also before the process group exists, from torchrun's RANK)."""
+    if dist.is_initialized():
+        return dist.get_rank() == 0
+    return int(os.environ.get("RANK", "0")) == 0

@@ -21,6 +21,9 @@ class Validator:
                  bytes_per_token: float, device: torch.device) -> None:
         n_rows = max(1, min(budget_tokens, len(val_tokens) - 1) // seq_len)
         n_rows = min(n_rows, (len(val_tokens) - 1) // seq_len)
+        # Under FSDP every rank must run the same number of forward passes: a multiple of the world size.
+        world = _rank_world()[1]
+        n_rows = max(world, n_rows // world * world)
         if n_rows < 1:
             from .errors import UserError
             raise UserError(f"the validation split has {len(val_tokens)} tokens, fewer than one row of "

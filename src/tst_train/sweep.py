@@ -11,7 +11,7 @@ from pathlib import Path
 
 from . import analysis
 from .cli import write_atomic
-from .compare import run_arm
+from .compare import run_arms
 from .config import Config
 from .metrics import read_metrics
 
@@ -20,38 +20,36 @@ def cell_name(bag: int, frac: float, weights: str, seed: int) -> str:
     return f"s{bag}-r{frac:g}-{weights}-seed{seed}"
 
 
+def _cell_config(base: Config, mode: str, bag: int, frac: float, weights: str, seed: int) -> Config:
+    cfg = copy.deepcopy(base)
+    cfg.tst.mode, cfg.tst.bag_size, cfg.tst.superposition_frac = mode, bag, frac
+    cfg.tst.weights, cfg.train.seed = weights, seed
+    return cfg.validate()
+
+
 def final_val_loss(run_dir: Path) -> float | None:
     curve = analysis.eval_curve(read_metrics(run_dir))
     return curve[-1][1] if curve else None
 
 
 def run_sweep(base: Config, out: Path, bags: list[int], fracs: list[float], weightings: list[str],
-              seeds: list[int], log=print) -> dict:
+              seeds: list[int], log=print, n_parallel: int = 1) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     write_atomic(out / "sweep_config.json", json.dumps({"base": base.to_dict(), "bag_sizes": bags, "fracs": fracs,
                                                         "weightings": weightings, "seeds": seeds}, indent=2))
-    baseline = {}
-    for seed in seeds:
-        cfg = copy.deepcopy(base)
-        cfg.tst.mode, cfg.train.seed = "baseline", seed
-        run_arm(cfg, out / "runs" / f"baseline-seed{seed}", log)
-        baseline[seed] = final_val_loss(out / "runs" / f"baseline-seed{seed}")
+    grid = [(w, b, f) for w in weightings for b in bags for f in fracs]
+    jobs = [(_cell_config(base, "baseline", 1, 0.0, "uniform", seed), out / "runs" / f"baseline-seed{seed}")
+            for seed in seeds]
+    jobs += [(_cell_config(base, "tst", b, f, w, seed), out / "runs" / cell_name(b, f, w, seed))
+             for w, b, f in grid for seed in seeds]
+    run_arms(jobs, n_parallel, log)
+    baseline = {seed: final_val_loss(out / "runs" / f"baseline-seed{seed}") for seed in seeds}
     cells = []
-    for weights in weightings:
-        for bag in bags:
-            for frac in fracs:
-                deltas, losses = [], []
-                for seed in seeds:
-                    cfg = copy.deepcopy(base)
-                    cfg.tst.mode, cfg.tst.bag_size, cfg.tst.superposition_frac = "tst", bag, frac
-                    cfg.tst.weights, cfg.train.seed = weights, seed
-                    run_dir = out / "runs" / cell_name(bag, frac, weights, seed)
-                    run_arm(cfg.validate(), run_dir, log)
-                    loss = final_val_loss(run_dir)
-                    losses.append(loss)
-                    deltas.append(None if loss is None or baseline[seed] is None else loss - baseline[seed])
-                cells.append({"bag_size": bag, "superposition_frac": frac, "weights": weights,
-                              "final_val_loss": analysis.mean_ci(losses), "delta_val_loss": analysis.mean_ci(deltas)})
+    for w, b, f in grid:
+        losses = [final_val_loss(out / "runs" / cell_name(b, f, w, seed)) for seed in seeds]
+        deltas = [None if x is None or baseline[s] is None else x - baseline[s] for x, s in zip(losses, seeds)]
+        cells.append({"bag_size": b, "superposition_frac": f, "weights": w,
+                      "final_val_loss": analysis.mean_ci(losses), "delta_val_loss": analysis.mean_ci(deltas)})
     valid = [c for c in cells if c["final_val_loss"]["mean"] is not None]
     best = min(valid, key=lambda c: c["final_val_loss"]["mean"]) if valid else None
     result = {"baseline_final_val_loss": analysis.mean_ci(list(baseline.values())), "cells": cells,

@@ -311,8 +311,8 @@ class Trainer:
                     writer.log(self._evaluate(phase, wall_start))
                 if self._should_checkpoint():
                     self.save_checkpoint()
-                if stop.signum is not None:
-                    interrupted = signal.Signals(stop.signum).name
+                if distributed.any_rank(stop.signum is not None, self.device):
+                    interrupted = signal.Signals(stop.signum or signal.SIGTERM).name
                     if not self._should_checkpoint():
                         self.save_checkpoint()
                     break
