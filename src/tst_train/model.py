@@ -1,0 +1,268 @@
+"""A Llama-3 style decoder whose input embedding accepts bags of tokens (TST's superposition phase).
+
+Pre-norm RMSNorm, RoPE (Hugging Face "rotate_half" layout, so the HF export is a plain weight copy),
+grouped-query attention through ``F.scaled_dot_product_attention``, SwiGLU MLP, final RMSNorm and an
+untied LM head by default (the paper unties SmolLM2's embeddings). The only TST-specific part is the
+input embedding, :class:`tst.SuperposedEmbedding`: tokens ``(B, L)`` or bags ``(B, L, s)`` both become
+``(B, L, d)``, and everything after it is the same model in both phases.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import tst
+
+__all__ = ["ModelConfig", "PRESETS", "Transformer", "model_config"]
+
+
+@dataclass
+class ModelConfig:
+    dim: int
+    """Width of the residual stream (HF ``hidden_size``)."""
+    n_layers: int
+    """Number of transformer blocks."""
+    n_heads: int
+    """Query heads; ``head_dim = dim // n_heads``."""
+    n_kv_heads: int
+    """Key/value heads (grouped-query attention); must divide ``n_heads``."""
+    ffn_dim: int
+    """Hidden width of the SwiGLU MLP (HF ``intermediate_size``)."""
+    vocab_size: int
+    """Rows of the embedding and the LM head; comes from the tokenizer."""
+    norm_eps: float = 1e-5
+    """RMSNorm epsilon."""
+    rope_theta: float = 10000.0
+    """RoPE base wavelength."""
+    max_seq_len: int = 2048
+    """Longest sequence (latent positions) the RoPE cache covers; longer inputs raise ``ValueError``."""
+    tie_embeddings: bool = False
+    """Share the LM head with the input embedding. The paper trains untied."""
+    init_std: float = 0.02
+    """Standard deviation of the normal init of embeddings and linear layers."""
+
+    def __post_init__(self) -> None:
+        if self.dim % self.n_heads:
+            raise ValueError(f"dim={self.dim} is not a multiple of n_heads={self.n_heads}")
+        if self.n_heads % self.n_kv_heads:
+            raise ValueError(f"n_heads={self.n_heads} is not a multiple of n_kv_heads={self.n_kv_heads}")
+        if self.head_dim % 2:
+            raise ValueError(f"head_dim={self.head_dim} must be even for RoPE")
+
+    @property
+    def head_dim(self) -> int:
+        return self.dim // self.n_heads
+
+
+# Shapes without a vocabulary (it comes from the tokenizer). In "gpu-*" names the size counts the
+# transformer blocks only (no embedding, no LM head), which does not depend on the vocabulary. SmolLM shapes and their rope_theta /
+# norm_eps / max_seq_len come from the public HF config.json of HuggingFaceTB/SmolLM2-135M, -360M and
+# SmolLM3-3B (see docs PAPER_NOTES §2.2); the paper runs them untied on Llama-3 modelling code.
+PRESETS: dict[str, dict] = {
+    # ~0.62M params at vocab 4096; for tests and CPU demos.
+    "tiny": dict(dim=64, n_layers=2, n_heads=4, n_kv_heads=2, ffn_dim=176, max_seq_len=1024),
+    # ~2.8M params at vocab 8192.
+    "cpu-small": dict(dim=128, n_layers=4, n_heads=4, n_kv_heads=2, ffn_dim=344, max_seq_len=1024),
+    # ~8.2M params at vocab 8192.
+    "cpu-medium": dict(dim=256, n_layers=6, n_heads=4, n_kv_heads=2, ffn_dim=688, max_seq_len=1024),
+    # GPU experiments: ~25M / ~50M non-embedding parameters, head_dim 64.
+    "gpu-25m": dict(dim=512, n_layers=8, n_heads=8, n_kv_heads=4, ffn_dim=1536, max_seq_len=2048),
+    "gpu-50m": dict(dim=640, n_layers=10, n_heads=10, n_kv_heads=5, ffn_dim=1920, max_seq_len=2048),
+    # The paper's "270M" (SmolLM2-135M shape, untied).
+    "smollm2-135m": dict(dim=576, n_layers=30, n_heads=9, n_kv_heads=3, ffn_dim=1536,
+                         rope_theta=100000.0, norm_eps=1e-5, max_seq_len=8192),
+    # The paper's "600M" (SmolLM2-360M shape, untied).
+    "smollm2-360m": dict(dim=960, n_layers=32, n_heads=15, n_kv_heads=5, ffn_dim=2560,
+                         rope_theta=100000.0, norm_eps=1e-5, max_seq_len=8192),
+    # The paper's "3B" (SmolLM3-3B shape, untied). SmolLM3 skips RoPE in every 4th layer (NoPE); the
+    # paper does not say whether it kept that, so every layer here uses RoPE.
+    "smollm3-3b": dict(dim=2048, n_layers=36, n_heads=16, n_kv_heads=4, ffn_dim=11008,
+                       rope_theta=5000000.0, norm_eps=1e-6, max_seq_len=65536),
+}
+
+
+def model_config(preset: str, vocab_size: int, **overrides) -> ModelConfig:
+    """The :class:`ModelConfig` of a named preset with the tokenizer's vocabulary; overrides win."""
+    if preset not in PRESETS:
+        raise ValueError(f"unknown model preset {preset!r}; choose one of: {', '.join(PRESETS)}")
+    return ModelConfig(**{**PRESETS[preset], "vocab_size": vocab_size, **overrides})
+
+
+class RMSNorm(nn.Module):
+    """RMSNorm computed in float32 and cast back before the gain, as HF's LlamaRMSNorm (bf16 parity)."""
+
+    def __init__(self, dim: int, eps: float) -> None:
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = x.float()
+        h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + self.eps)
+        return self.weight * h.to(x.dtype)
+
+    def reset_parameters(self) -> None:
+        nn.init.ones_(self.weight)
+
+
+def rope_cache(head_dim: int, max_seq_len: int, theta: float, device=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos and sin ``(max_seq_len, head_dim)`` in float32, with the same arithmetic as HF's default RoPE."""
+    inv_freq = 1.0 / (theta ** (torch.arange(0, head_dim, 2, dtype=torch.float, device=device) / head_dim))
+    freqs = torch.arange(max_seq_len, dtype=torch.float, device=device)[:, None] * inv_freq  # (T, hd/2)
+    emb = torch.cat((freqs, freqs), dim=-1)  # (T, hd): the two halves rotate together ("rotate_half")
+    return emb.cos(), emb.sin()
+
+
+def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate ``x`` ``(B, H, L, hd)`` by position; cos/sin ``(L, hd)`` already in x's dtype."""
+    half = x.shape[-1] // 2
+    rotated = torch.cat((-x[..., half:], x[..., :half]), dim=-1)
+    return x * cos + rotated * sin
+
+
+class Attention(nn.Module):
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.n_heads, self.n_kv_heads, self.head_dim = cfg.n_heads, cfg.n_kv_heads, cfg.head_dim
+        self.wq = nn.Linear(cfg.dim, cfg.n_heads * cfg.head_dim, bias=False)
+        self.wk = nn.Linear(cfg.dim, cfg.n_kv_heads * cfg.head_dim, bias=False)
+        self.wv = nn.Linear(cfg.dim, cfg.n_kv_heads * cfg.head_dim, bias=False)
+        self.wo = nn.Linear(cfg.n_heads * cfg.head_dim, cfg.dim, bias=False)
+
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+        B, L, _ = x.shape
+        q = self.wq(x).view(B, L, self.n_heads, self.head_dim).transpose(1, 2)  # (B, H, L, hd)
+        k = self.wk(x).view(B, L, self.n_kv_heads, self.head_dim).transpose(1, 2)  # (B, Hkv, L, hd)
+        v = self.wv(x).view(B, L, self.n_kv_heads, self.head_dim).transpose(1, 2)  # (B, Hkv, L, hd)
+        # Cast here, not once per model: under autocast or FSDP mixed precision q may be bf16 while the
+        # buffers stay float32, and a float32 cos would silently promote q back to float32.
+        cos, sin = cos.to(q.dtype), sin.to(q.dtype)
+        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        if self.n_kv_heads != self.n_heads:
+            # Query head j reads kv head j // n_rep (HF's repeat_kv order). Repeating explicitly keeps
+            # every SDPA backend available (enable_gqa=True rules out the memory-efficient kernel).
+            n_rep = self.n_heads // self.n_kv_heads
+            k = k.repeat_interleave(n_rep, dim=1)  # (B, H, L, hd)
+            v = v.repeat_interleave(n_rep, dim=1)  # (B, H, L, hd)
+        y = F.scaled_dot_product_attention(q, k, v, is_causal=True)  # (B, H, L, hd)
+        return self.wo(y.transpose(1, 2).reshape(B, L, -1))  # (B, L, d)
+
+
+class FeedForward(nn.Module):
+    """SwiGLU: w2(silu(w1 x) * w3 x); w1 is HF's gate_proj, w3 up_proj, w2 down_proj."""
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.w1 = nn.Linear(cfg.dim, cfg.ffn_dim, bias=False)
+        self.w2 = nn.Linear(cfg.ffn_dim, cfg.dim, bias=False)
+        self.w3 = nn.Linear(cfg.dim, cfg.ffn_dim, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.w2(F.silu(self.w1(x)) * self.w3(x))
+
+
+class TransformerBlock(nn.Module):
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.attention_norm = RMSNorm(cfg.dim, cfg.norm_eps)
+        self.attention = Attention(cfg)
+        self.ffn_norm = RMSNorm(cfg.dim, cfg.norm_eps)
+        self.feed_forward = FeedForward(cfg)
+
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+        h = x + self.attention(self.attention_norm(x), cos, sin)  # (B, L, d)
+        return h + self.feed_forward(self.ffn_norm(h))  # (B, L, d)
+
+
+class Transformer(nn.Module):
+    """Llama-3 decoder with a bag-aware input embedding. No loss, optimizer or distributed code inside."""
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.config = cfg
+        # Build on meta, then materialise once where the caller asked: skips nn.Linear's default init
+        # (wasted work on big models, and RNG draws), so the weights depend only on init_weights() and
+        # the RNG state. `with torch.device("meta"): Transformer(cfg)` stays on meta for FSDP2 setups.
+        device = torch.get_default_device()
+        with torch.device("meta"):
+            self.tok_embeddings = tst.SuperposedEmbedding(cfg.vocab_size, cfg.dim)
+            self.layers = nn.ModuleList(TransformerBlock(cfg) for _ in range(cfg.n_layers))
+            self.norm = RMSNorm(cfg.dim, cfg.norm_eps)
+            self.lm_head = nn.Linear(cfg.dim, cfg.vocab_size, bias=False)
+            cos, sin = rope_cache(cfg.head_dim, cfg.max_seq_len, cfg.rope_theta)
+        # Non-persistent: derived from the config, so they stay out of checkpoints and exports.
+        self.register_buffer("rope_cos", cos, persistent=False)  # (max_seq_len, hd)
+        self.register_buffer("rope_sin", sin, persistent=False)  # (max_seq_len, hd)
+        self.to_empty(device=device)
+        self.init_weights()
+
+    def _apply(self, fn, recurse=True):
+        # to_empty() and some device moves give each module its own new Parameter, which would
+        # silently untie the LM head from the embedding; tie them again after every such move.
+        super()._apply(fn, recurse)
+        if self.config.tie_embeddings:
+            self.lm_head.weight = self.tok_embeddings.weight
+        return self
+
+    @torch.no_grad()
+    def init_weights(self) -> None:
+        """(Re)initialise every parameter and the RoPE buffers; deterministic given torch's RNG state.
+
+        Linears and the embedding draw from N(0, init_std²); the residual-branch outputs (wo, w2) use
+        init_std / sqrt(2·n_layers) so the residual stream's variance does not grow with depth
+        (GPT-2's scaling). Norm gains are 1. Safe after ``to_empty(device=...)`` from a meta model.
+        """
+        cfg = self.config
+        out_std = cfg.init_std / math.sqrt(2 * cfg.n_layers)
+        nn.init.normal_(self.tok_embeddings.weight, std=cfg.init_std)
+        for layer in self.layers:
+            for lin in (layer.attention.wq, layer.attention.wk, layer.attention.wv, layer.feed_forward.w1,
+                        layer.feed_forward.w3):
+                nn.init.normal_(lin.weight, std=cfg.init_std)
+            nn.init.normal_(layer.attention.wo.weight, std=out_std)
+            nn.init.normal_(layer.feed_forward.w2.weight, std=out_std)
+            layer.attention_norm.reset_parameters()
+            layer.ffn_norm.reset_parameters()
+        self.norm.reset_parameters()
+        if not cfg.tie_embeddings:
+            nn.init.normal_(self.lm_head.weight, std=cfg.init_std)
+        # Compute in float32 on the buffer's device, then copy into the existing buffer (keeps its dtype).
+        cos, sin = rope_cache(cfg.head_dim, cfg.max_seq_len, cfg.rope_theta, device=self.rope_cos.device)
+        self.rope_cos.copy_(cos)
+        self.rope_sin.copy_(sin)
+
+    def forward(self, tokens: torch.Tensor, *, return_hidden: bool = False) -> torch.Tensor:
+        """tokens ``(B, L)`` or bags ``(B, L, s)`` → logits ``(B, L, V)``, or with ``return_hidden`` the
+        final-normed hidden states ``(B, L, d)`` (for a fused LM-head loss on ``lm_head.weight``)."""
+        h = self.tok_embeddings(tokens)  # (B, L, d): bags are averaged here and nowhere else
+        if h.dim() != 3:
+            raise ValueError(f"tokens must be (B, L) or bags (B, L, s); got shape {tuple(tokens.shape)}")
+        seq_len = h.shape[1]  # latent positions: the bag size never reaches the transformer
+        if seq_len > self.config.max_seq_len:
+            raise ValueError(f"sequence of {seq_len} positions exceeds max_seq_len={self.config.max_seq_len}; "
+                             "build the model with a larger max_seq_len")
+        cos, sin = self.rope_cos[:seq_len], self.rope_sin[:seq_len]  # (L, hd): positions 0..L-1
+        for layer in self.layers:
+            h = layer(h, cos, sin)
+        h = self.norm(h)  # (B, L, d)
+        if return_hidden:
+            return h
+        return self.lm_head(h)  # (B, L, V)
+
+    def num_params(self, exclude_embedding: bool = False) -> int:
+        """Parameter count (shared tensors once). ``exclude_embedding`` drops the input embedding table,
+        which with tied embeddings is also the LM head."""
+        params = {id(p): p for p in self.parameters()}
+        if exclude_embedding:
+            params.pop(id(self.tok_embeddings.weight), None)
+        return sum(p.numel() for p in params.values())
+
+    def flops_per_position(self, seq_len: int) -> float:
+        """Training (forward+backward) FLOPs per position at a context of ``seq_len`` latent positions."""
+        c = self.config
+        n = tst.decoder_matmul_params(c.dim, c.n_layers, c.n_heads, c.n_kv_heads, c.ffn_dim, c.vocab_size)
+        return tst.training_flops_per_position(n, c.n_layers, c.dim, seq_len)
