@@ -291,7 +291,7 @@ def test_bad_inputs_raise_user_error_and_leave_nothing(tmp_path, docs):
     cases = [
         (dict(inputs=[str(tmp_path / "missing.txt")]), "does not exist"),
         (dict(inputs=[]), "no input"),
-        (dict(inputs=[str(tmp_path / "empty")]), "no .txt or .md"),
+        (dict(inputs=[str(tmp_path / "empty")]), "no text, JSONL or parquet files"),
         (dict(inputs=[str(tmp_path / "blank.jsonl")]), "no \\(non-empty\\) documents"),
         (dict(inputs=[str(tmp_path / "broken.jsonl")]), "line 2 is not valid JSON"),
         (dict(inputs=[str(tmp_path / "one.txt")]), "need at least 2"),

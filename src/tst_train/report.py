@@ -30,18 +30,20 @@ def _runs(out: Path, summary: dict) -> dict[str, list[list[dict]]]:
 def _plot_eval(out: Path, runs: dict, summary: dict, x: str, xlabel: str, fname: str) -> str:
     plt = _plt()
     fig, ax = plt.subplots(figsize=(7, 4.2))
+    every = []
     for arm, seed_runs in runs.items():
         for i, recs in enumerate(seed_runs):
             pts = [(r[x], r["val_loss"]) for r in recs if r.get("val_loss") is not None]
+            every += pts
             if pts:
                 xs, ys = zip(*pts)
                 ax.plot(xs, ys, color=COLORS.get(arm), alpha=0.9 if i == 0 else 0.45, lw=1.4,
                         label=arm if i == 0 else None, marker="o", ms=2.5)
-    if x == "step":
-        _mark_transition(ax, summary)
     ax.set_xlabel(xlabel)
     ax.set_ylabel("validation loss (next-token CE, nats)")
-    _zoom(ax, runs)
+    _zoom(ax, every)
+    if x == "step":
+        _mark_transition(ax, summary)
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
@@ -50,21 +52,23 @@ def _plot_eval(out: Path, runs: dict, summary: dict, x: str, xlabel: str, fname:
     return fname
 
 
-def _zoom(ax, runs: dict) -> None:
-    """Focus the y axis on the interesting range (the first evaluations are far above the rest)."""
-    finals = [r["val_loss"] for seed_runs in runs.values() for recs in seed_runs for r in recs if r.get("val_loss")]
-    if finals:
-        lo = min(finals)
-        ends = [[r["val_loss"] for r in recs if r.get("val_loss")][-1] for sr in runs.values() for recs in sr if recs]
-        hi = max(ends) + 1.5 * (max(ends) - lo + 0.05)
-        ax.set_ylim(lo - 0.05, min(max(finals), hi))
+def _zoom(ax, pts: list[tuple[float, float]]) -> None:
+    """Show the last 85% of the x range in full (the first evaluations sit far above everything else)."""
+    if not pts:
+        return
+    xs = [x for x, _ in pts]
+    cut = min(xs) + 0.15 * (max(xs) - min(xs))
+    ys = [y for x, y in pts if x >= cut] or [y for _, y in pts]
+    pad = 0.05 * (max(ys) - min(ys) + 1e-3)
+    ax.set_ylim(min(ys) - pad, max(ys) + pad)
 
 
 def _mark_transition(ax, summary: dict) -> None:
     steps = {s["transition_step"] for a in summary["arms"].values() for s in a["seeds"].values() if s["transition_step"]}
     for t in steps:
         ax.axvline(t, color="#d62728", ls="--", lw=0.8, alpha=0.7)
-        ax.text(t, ax.get_ylim()[1], " transition", color="#d62728", fontsize=8, va="top")
+        lo, hi = ax.get_ylim()
+        ax.text(t, hi - 0.02 * (hi - lo), " transition", color="#d62728", fontsize=8, va="top")
 
 
 def _plot_train_loss(out: Path, runs: dict, summary: dict) -> str:

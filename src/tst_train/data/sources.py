@@ -150,7 +150,7 @@ def _files_under(folder: str) -> list[str]:
     for dirpath, dirnames, filenames in os.walk(folder):
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
         for fn in filenames:
-            if fn.lower().endswith(TEXT_EXTS) and not fn.startswith("."):
+            if fn.lower().endswith(TEXT_EXTS + JSONL_EXTS + PARQUET_EXTS) and not fn.startswith("."):
                 out.append(os.path.join(dirpath, fn))
     return sorted(out)
 
@@ -180,9 +180,9 @@ def iter_documents(spec: str, text_field: str = "text") -> Iterator[str]:
     if os.path.isdir(spec):
         files = _files_under(spec)
         if not files:
-            raise UserError(f"folder {spec!r} has no .txt or .md files")
-        for path in files:
-            yield from _nonempty([_read_text_file(path)])
+            raise UserError(f"folder {spec!r} has no text, JSONL or parquet files")
+        for path in files:  # each file by its own format (a text file is one document)
+            yield from iter_documents(path, text_field)
         return
     low = spec.lower()
     if low.endswith(TEXT_EXTS):
