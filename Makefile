@@ -14,7 +14,7 @@ $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q "$(TORCH)"
-	$(PIP) install -q -e ".[train,hf,data,dev]"
+	$(PIP) install -q -e ".[train,hf,data,titan,dev]"
 	touch $@
 
 venv: $(VENV)/.installed

@@ -144,6 +144,21 @@ def verdict(summary: dict) -> str:
     return head + tail
 
 
+def machine_description() -> str:
+    """CPU model, core count, GPU (if any) and torch version, for the record."""
+    import os
+
+    import torch
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
+    except OSError:
+        pass
+    gpu = f", GPU {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else ", no GPU"
+    return f"{cpu}, {os.cpu_count()} cores{gpu}, torch {torch.__version__}"
+
+
 def write_report(out: Path, summary: dict) -> None:
     from .compare import format_table
     plots = make_plots(out, summary)
@@ -153,7 +168,7 @@ def write_report(out: Path, summary: dict) -> None:
              f"{t['seq_len']} positions, lr {t['lr']}, warmup {t['warmup_steps']}, decay over the last "
              f"{t['decay_frac']:.0%}; TST bag size {s['bag_size']}, superposition fraction "
              f"{s['superposition_frac']}, weighting {s['weights']}. Seeds: {summary['seeds']}. Data: "
-             f"`{summary['data']}`. Machine: {platform.machine()}, {platform.node()}.")
+             f"`{summary['data']}`. Machine: {machine_description()}.")
     md = ["# TST vs baseline: equal-FLOPs comparison", "", verdict(summary), "", "## Setup", "", setup, "",
           "## Results", "", format_table(summary), "",
           "Δ < 0 means the arm's validation loss is lower than the baseline's. Validation is always "

@@ -43,13 +43,18 @@ def run_sweep(base: Config, out: Path, bags: list[int], fracs: list[float], weig
     jobs += [(_cell_config(base, "tst", b, f, w, seed), out / "runs" / cell_name(b, f, w, seed))
              for w, b, f in grid for seed in seeds]
     run_arms(jobs, n_parallel, log)
+    base_records = {seed: read_metrics(out / "runs" / f"baseline-seed{seed}") for seed in seeds}
     baseline = {seed: final_val_loss(out / "runs" / f"baseline-seed{seed}") for seed in seeds}
     cells = []
     for w, b, f in grid:
+        cmp = [analysis.compare_to_baseline(read_metrics(out / "runs" / cell_name(b, f, w, seed)), base_records[seed])
+               for seed in seeds]
         losses = [final_val_loss(out / "runs" / cell_name(b, f, w, seed)) for seed in seeds]
-        deltas = [None if x is None or baseline[s] is None else x - baseline[s] for x, s in zip(losses, seeds)]
         cells.append({"bag_size": b, "superposition_frac": f, "weights": w,
-                      "final_val_loss": analysis.mean_ci(losses), "delta_val_loss": analysis.mean_ci(deltas)})
+                      "final_val_loss": analysis.mean_ci(losses),
+                      "delta_val_loss": analysis.mean_ci([c["delta_val_loss"] for c in cmp]),
+                      "equal_loss_speedup": analysis.mean_ci([c["equal_loss_speedup"] for c in cmp]),
+                      "speedup_reached": sum(c["equal_loss_speedup"] is not None for c in cmp)})
     valid = [c for c in cells if c["final_val_loss"]["mean"] is not None]
     best = min(valid, key=lambda c: c["final_val_loss"]["mean"]) if valid else None
     result = {"baseline_final_val_loss": analysis.mean_ci(list(baseline.values())), "cells": cells,
@@ -67,13 +72,17 @@ def run_sweep(base: Config, out: Path, bags: list[int], fracs: list[float], weig
 
 
 def format_sweep_table(result: dict) -> str:
-    lines = ["| weighting | bag size | superposition frac | final val loss | Δ vs baseline |", "|---|---|---|---|---|"]
+    lines = ["| weighting | bag size | superposition frac | final val loss | Δ vs baseline (95% CI) | "
+             "equal-loss speed-up |", "|---|---|---|---|---|---|"]
     for c in result["cells"]:
-        f, d = c["final_val_loss"], c["delta_val_loss"]
+        f, d, sp = c["final_val_loss"], c["delta_val_loss"], c["equal_loss_speedup"]
         fv = "n/a" if f["mean"] is None else f"{f['mean']:.4f}"
         dv = "n/a" if d["mean"] is None else f"{d['mean']:+.4f}" + (
             f" [{d['ci95'][0]:+.4f}, {d['ci95'][1]:+.4f}]" if d.get("ci95") else "")
-        lines.append(f"| {c['weights']} | {c['bag_size']} | {c['superposition_frac']:g} | {fv} | {dv} |")
+        n = f["n"]
+        sv = "never reached" if sp["mean"] is None else f"{sp['mean']:.2f}×"
+        lines.append(f"| {c['weights']} | {c['bag_size']} | {c['superposition_frac']:g} | {fv} | {dv} | "
+                     f"{sv} ({c['speedup_reached']}/{n} seeds) |")
     return "\n".join(lines)
 
 

@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Where does TST start to beat the equal-FLOPs baseline on the bundled corpus?
+# tiny preset (0.62M params), 8 rows x 64 positions per step, s in {2, 4}, r = 0.25, 3 seeds,
+# step budgets 1000 and 3000 (each budget is a full run with its own warmup-stable-decay schedule).
+# Usage: bash experiments/2026-11-22-cpu-budget-sweep/run.sh OUT_ROOT   (data prepared below if missing)
+set -euo pipefail
+OUT=${1:-runs/exp-cpu-budget}
+DATA=$OUT/data
+[ -f "$DATA/meta.json" ] || tst prepare --input bundled --out "$DATA" --vocab-size 4096
+for STEPS in 1000 3000; do
+  tst sweep --data "$DATA" --out "$OUT/steps$STEPS" --preset tiny --steps $STEPS --batch-size 8 --seq-len 64 \
+    --bag-sizes 2,4 --fracs 0.25 --weightings uniform --seeds 3 --jobs 2 \
+    --eval-every $((STEPS / 10)) --train.lr=3e-3 --train.warmup_steps=20 --train.decay_frac=0.2 \
+    --eval.tokens=32768 --log.tensorboard=false
+done
