@@ -17,7 +17,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from .config import Config, apply_mapping, load_toml, set_value, to_toml
+from .config import Config, apply_mapping, help_epilog, load_toml, set_value, to_toml
 from .errors import UserError
 
 # First-class flags → config keys (every other field is `--section.field=value`).
@@ -154,7 +154,8 @@ def _get(cfg: Config, key: str):
 
 # ---------------------------------------------------------------------------------- commands
 def train_command(argv: list[str]) -> int:
-    p = ArgumentParser(prog="tst train", description="Two-phase TST training (or a baseline) on prepared data.")
+    p = ArgumentParser(prog="tst train", description="Two-phase TST training (or a baseline) on prepared data.",
+                       epilog=help_epilog(), formatter_class=argparse.RawDescriptionHelpFormatter)
     add_run_flags(p)
     p.add_argument("--out", required=True, help="run directory (created; must not exist unless --resume)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its latest checkpoint")

@@ -10,6 +10,7 @@ skipped when a command is rerun (an interrupted run is resumed from its checkpoi
 """
 from __future__ import annotations
 
+import argparse
 import copy
 import json
 import math
@@ -18,7 +19,7 @@ from pathlib import Path
 
 from . import analysis
 from .cli import (SUMMARY_FILE, ArgumentParser, add_run_flags, resolve_config, run_training, write_atomic)
-from .config import Config
+from .config import Config, help_epilog
 from .errors import UserError
 from .metrics import read_metrics
 
@@ -199,13 +200,15 @@ def _jobs(args) -> int:
     return n
 
 
-def _check_out(out: Path, marker: str) -> None:
-    if out.exists() and any(out.iterdir()) and not (out / marker).is_file():
-        raise UserError(f"{out} exists and is not a {marker.split('_')[0]} directory; choose a new --out")
+def _check_out(out: Path, marker: str, what: str) -> None:
+    """Refuse to write into a non-empty directory that is not an earlier run of the same command."""
+    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / marker).is_file())):
+        raise UserError(f"--out {out} exists and is not a {what} directory; choose a new --out")
 
 
 def compare_main(argv: list[str]) -> int:
-    p = ArgumentParser(prog="tst compare", description="Equal-FLOPs comparison of TST arms against the baseline.")
+    p = ArgumentParser(prog="tst compare", description="Equal-FLOPs comparison of TST arms against the baseline.",
+                       epilog=help_epilog(), formatter_class=argparse.RawDescriptionHelpFormatter)
     add_run_flags(p)
     p.add_argument("--out", required=True, help="report directory (rerun the same command to resume)")
     p.add_argument("--seeds", default="1", help="number of seeds (model initialisations) per arm")
@@ -220,11 +223,11 @@ def compare_main(argv: list[str]) -> int:
     if not base.data.path:
         raise UserError("no data: pass --data DATA_DIR (prepare one with `tst prepare --input bundled --out DATA_DIR`)")
     out = Path(args.out)
-    _check_out(out, "base_config.json")
+    _check_out(out, "base_config.json", "`tst compare`")
     if args.dry_run:
         from .cli import dry_run
         return dry_run(base)
-    base.log.progress = base.log.progress and False  # one line per arm; the per-run bar is noise here
+    base.log.progress = False  # one line per run; per-run progress bars would interleave
     summary = run_comparison(base, out, arms, _seeds(args), n_parallel=_jobs(args))
     print(format_table(summary))
     print(f"\nreport: {out / 'report.md'} (and report.html)")
@@ -232,7 +235,8 @@ def compare_main(argv: list[str]) -> int:
 
 
 def sweep_main(argv: list[str]) -> int:
-    p = ArgumentParser(prog="tst sweep", description="Grid over bag size × superposition fraction × weighting.")
+    p = ArgumentParser(prog="tst sweep", description="Grid over bag size × superposition fraction × weighting.",
+                       epilog=help_epilog(), formatter_class=argparse.RawDescriptionHelpFormatter)
     add_run_flags(p)
     p.add_argument("--out", required=True, help="sweep directory (rerun to resume: finished cells are skipped)")
     p.add_argument("--bag-sizes", default="2,4,8")
@@ -253,7 +257,7 @@ def sweep_main(argv: list[str]) -> int:
     if any(b < 2 for b in bags) or any(not 0 < f <= 1 for f in fracs):
         raise UserError("--bag-sizes must be >= 2 and --fracs in (0, 1]")
     out = Path(args.out)
-    _check_out(out, "sweep_config.json")
+    _check_out(out, "sweep_config.json", "`tst sweep`")
     base.log.progress = False
     from .sweep import run_sweep
     result = run_sweep(base, out, bags, fracs, weightings, _seeds(args), n_parallel=_jobs(args))

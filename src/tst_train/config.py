@@ -54,10 +54,13 @@ class TrainSection:
     decay_frac: float = 0.2
     """Fraction of the total steps spent in the final linear decay (the paper uses 0.1)."""
     weight_decay: float = 0.1
-    """AdamW weight decay on matrices (not on embeddings, the LM head's bias-free norms, or gains)."""
+    """AdamW weight decay on the linear layers' matrices (LM head included); none on the input embedding or norm gains."""
     beta1: float = 0.9
+    """AdamW β1 (the paper: 0.9)."""
     beta2: float = 0.95
+    """AdamW β2 (the paper: 0.95)."""
     eps: float = 1e-8
+    """AdamW epsilon."""
     grad_clip: float = 1.0
     """Clip the global gradient norm to this value (0 = off)."""
     device: str = "auto"
@@ -115,6 +118,7 @@ class LogSection:
     wandb: bool = False
     """Also log to Weights & Biases (when wandb is installed)."""
     wandb_project: str = "token-superposition"
+    """W&B project name."""
     peak_tflops: float = 0.0
     """Hardware peak in TFLOP/s for MFU (0 = detect for known GPUs, otherwise no MFU)."""
 
@@ -229,4 +233,33 @@ def to_toml(cfg: Config) -> str:
         for key, value in values.items():
             lines.append(f"{key} = {json.dumps(value)}")
         lines.append("")
+    return "\n".join(lines)
+
+
+def field_docs() -> dict[str, str]:
+    """``{"section.field": attribute docstring}``, read from this module's source (for ``--help``)."""
+    import ast
+    import inspect
+    import sys
+    tree = ast.parse(inspect.getsource(sys.modules[__name__]))
+    section_of = {f.type if isinstance(f.type, str) else f.type.__name__: f.name for f in dataclasses.fields(Config)}
+    docs = {}
+    for node in tree.body:
+        if not isinstance(node, ast.ClassDef) or node.name not in section_of:
+            continue
+        for stmt, nxt in zip(node.body, node.body[1:] + [None]):
+            if isinstance(stmt, ast.AnnAssign) and isinstance(stmt.target, ast.Name):
+                doc = nxt.value.value if (isinstance(nxt, ast.Expr) and isinstance(nxt.value, ast.Constant)
+                                          and isinstance(nxt.value.value, str)) else ""
+                docs[f"{section_of[node.name]}.{stmt.target.id}"] = " ".join(doc.split())
+    return docs
+
+
+def help_epilog() -> str:
+    """Every config field as ``--section.field=DEFAULT  doc``, for the commands' ``--help``."""
+    defaults = Config().to_dict()
+    lines = ["config fields (set any of them as --section.field=value, or in a --config TOML file):"]
+    for key, doc in field_docs().items():
+        section, name = key.split(".")
+        lines.append(f"  --{key}={json.dumps(defaults[section][name])}" + (f"  {doc}" if doc else ""))
     return "\n".join(lines)
