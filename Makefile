@@ -10,22 +10,30 @@ TORCH  ?= torch==2.13.0
 
 .PHONY: venv test demo bench clean
 
-$(VENV)/.installed: pyproject.toml
+# The demo needs only the trainer; the tests also need the integrations' frameworks.
+$(VENV)/.torch:
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q "$(TORCH)"
+	touch $@
+
+$(VENV)/.train: $(VENV)/.torch pyproject.toml
+	$(PIP) install -q -e ".[train]"
+	touch $@
+
+$(VENV)/.all: $(VENV)/.train
 	$(PIP) install -q -e ".[train,hf,data,titan,dev]"
 	touch $@
 
-venv: $(VENV)/.installed
+venv: $(VENV)/.all
 
-test: venv
+test: $(VENV)/.all
 	$(PY) -m pytest -q
 
-demo: venv
+demo: $(VENV)/.train
 	$(VENV)/bin/tst demo --out runs/demo
 
-bench: venv
+bench: $(VENV)/.all
 	$(PY) benchmarks/bench_loss.py
 
 clean:

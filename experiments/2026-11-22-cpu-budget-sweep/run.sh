@@ -13,3 +13,8 @@ for STEPS in 1000 3000; do
     --eval-every $((STEPS / 10)) --train.lr=3e-3 --train.warmup_steps=20 --train.decay_frac=0.2 \
     --eval.tokens=32768 --log.tensorboard=false
 done
+# The same 3000-step comparison at a lower learning rate (is the baseline's seed spread an lr artefact?)
+tst compare --data "$DATA" --out "$OUT/steps3000-lr1e-3" --preset tiny --steps 3000 --batch-size 8 --seq-len 64 \
+  --bag-size 4 --superposition-frac 0.25 --seeds 3 --jobs 2 --arms baseline,tst \
+  --eval-every 300 --train.lr=1e-3 --train.warmup_steps=20 --train.decay_frac=0.2 \
+  --eval.tokens=32768 --log.tensorboard=false

@@ -1,0 +1,42 @@
+"""Copy the record of a `tst compare` / `tst sweep` output into experiments/ without the bulky parts.
+
+    python scripts/collect_experiment.py SRC_DIR DST_DIR
+
+Keeps reports (md/html/png), summary/sweep JSON, and for each run its config.toml, run.json, plan.json,
+summary.json and `evals.jsonl` (the evaluation records plus every 10th step record); checkpoints,
+TensorBoard logs and full per-step metrics stay behind.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+from pathlib import Path
+
+KEEP_TOP = {".md", ".html", ".png", ".json"}
+KEEP_RUN = ("config.toml", "run.json", "plan.json", "summary.json")
+
+
+def collect(src: Path, dst: Path) -> None:
+    dst.mkdir(parents=True, exist_ok=True)
+    for f in src.iterdir():
+        if f.is_file() and f.suffix in KEEP_TOP:
+            shutil.copy2(f, dst / f.name)
+    for run in sorted((src / "runs").glob("*")):
+        out = dst / "runs" / run.name
+        out.mkdir(parents=True, exist_ok=True)
+        for name in KEEP_RUN:
+            if (run / name).is_file():
+                shutil.copy2(run / name, out / name)
+        lines = []
+        for line in (run / "metrics.jsonl").read_text().splitlines():
+            rec = json.loads(line)
+            if "val_loss" in rec or rec.get("step", 0) % 10 == 0:
+                lines.append(line)
+        (out / "evals.jsonl").write_text("\n".join(lines) + "\n")
+
+
+if __name__ == "__main__":
+    if len(sys.argv) != 3:
+        sys.exit(__doc__)
+    collect(Path(sys.argv[1]), Path(sys.argv[2]))
