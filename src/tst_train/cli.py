@@ -167,7 +167,14 @@ def train_command(argv: list[str]) -> int:
     if args.dry_run:
         return dry_run(cfg)
     summary = run_training(cfg, out, resume=args.resume)
-    return 0 if summary["completed"] else _interrupted_exit(summary, out)
+    if not summary["completed"]:
+        return _interrupted_exit(summary, out)
+    from . import distributed
+    loss = summary["final_val_loss"]
+    loss_text = f"final val loss {loss:.4f}, " if loss is not None else "already complete, "
+    distributed.print0(f"done: {summary['steps']} steps, {loss_text}{summary['data_tokens']:,} data tokens, "
+                       f"{summary['wall_time']:.0f}s → {out}")
+    return 0
 
 
 def _interrupted_exit(summary: dict, out: Path) -> int:

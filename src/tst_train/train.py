@@ -212,6 +212,7 @@ class Trainer:
         self.fingerprint = fingerprint(cfg, self.mcfg, self.meta)
         self.ckpt_root = run_dir / "checkpoints"
         self.state = TrainState()
+        self.final_val_loss = None
         if resume:
             self._resume()
 
@@ -354,6 +355,7 @@ class Trainer:
         st = self.state
         res = self.validator.evaluate(self.objective, self.autocast_dtype)
         st.best_val_loss = min(st.best_val_loss, res["val_loss"])
+        self.final_val_loss = res["val_loss"]
         return {"step": st.step, "phase": phase.name, **res, "data_tokens": st.data_tokens,
                 "positions": st.positions, "flops": st.flops, "train_time": st.train_time,
                 "wall_time": time.perf_counter() - wall_start}
@@ -366,6 +368,7 @@ class Trainer:
                 "train_time": st.train_time, "wall_time": wall_time,
                 "step_time_median": statistics.median(st.step_times) if st.step_times else None,
                 "best_val_loss": st.best_val_loss if math.isfinite(st.best_val_loss) else None,
+                "final_val_loss": self.final_val_loss,
                 "epochs": st.data_tokens / self.meta["splits"]["train"]["tokens"],
                 "params": self.model.num_params()}
 
