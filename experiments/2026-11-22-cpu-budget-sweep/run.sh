@@ -18,3 +18,8 @@ tst compare --data "$DATA" --out "$OUT/steps3000-lr1e-3" --preset tiny --steps 3
   --bag-size 4 --superposition-frac 0.25 --seeds 3 --jobs 2 --arms baseline,tst \
   --eval-every 300 --train.lr=1e-3 --train.warmup_steps=20 --train.decay_frac=0.2 \
   --eval.tokens=32768 --log.tensorboard=false
+# At lr 1e-3: does a shorter superposition phase (r = 0.1) or a smaller bag (s = 2) lose less?
+tst sweep --data "$DATA" --out "$OUT/steps3000-lr1e-3-r0.1" --preset tiny --steps 3000 --batch-size 8 --seq-len 64 \
+  --bag-sizes 2,4 --fracs 0.1 --weightings uniform --seeds 3 --jobs 2 \
+  --eval-every 300 --train.lr=1e-3 --train.warmup_steps=20 --train.decay_frac=0.2 \
+  --eval.tokens=32768 --log.tensorboard=false

@@ -45,8 +45,8 @@ class TrainSection:
     """Latent length the model sees (the superposition phase reads `bag_size`× more tokens per row)."""
     seed: int = 0
     """Seed for the model initialisation (the data order is fixed by `tst prepare`)."""
-    lr: float = 3e-3
-    """Peak learning rate."""
+    lr: float = 1e-3
+    """Peak learning rate (tune it on the baseline and keep it for TST, as the paper does)."""
     min_lr_ratio: float = 0.0
     """Learning rate at the end of the decay, as a fraction of `lr`."""
     warmup_steps: int = 20
