@@ -94,3 +94,11 @@ def test_sweep_tiny_and_resumable(tiny_data, tmp_path, capfd):
     assert main(args) == 0
     again = capfd.readouterr().out
     assert again.count("already complete") == 5  # 4 cells + the baseline
+
+
+@pytest.mark.parametrize("flag,value", [("--seeds", "abc"), ("--seeds", "0"), ("--jobs", "two")])
+def test_bad_counts_are_user_errors(tiny_data, tmp_path, capsys, flag, value):
+    code = main(["compare", "--data", str(tiny_data), "--out", str(tmp_path / "c"), flag, value, *TINY])
+    err = capsys.readouterr().err
+    assert code == 2 and f"{flag} must be a whole number >= 1" in err and "Traceback" not in err
+    assert not (tmp_path / "c" / "runs").exists()

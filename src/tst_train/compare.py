@@ -182,22 +182,20 @@ def _parse_list(text: str, typ, flag: str) -> list:
         raise UserError(f"{flag}: cannot read {text!r} as a comma-separated list of {typ.__name__}") from None
 
 
-def _seeds(args) -> list[int]:
-    n = int(args.seeds)
-    if n < 1:
-        raise UserError("--seeds must be >= 1")
-    base = int(args.seed) if args.seed is not None else 0
-    return list(range(base, base + n))
-
-
-def _jobs(args) -> int:
+def _positive_int(text: str, flag: str) -> int:
     try:
-        n = int(args.jobs)
+        n = int(text)
     except ValueError:
         n = 0
     if n < 1:
-        raise UserError(f"--jobs must be a whole number >= 1, got {args.jobs!r}")
+        raise UserError(f"{flag} must be a whole number >= 1, got {text!r}")
     return n
+
+
+def _seeds(args, base: Config) -> list[int]:
+    """``--seeds N`` consecutive seeds starting at the resolved ``train.seed``."""
+    n = _positive_int(args.seeds, "--seeds")
+    return list(range(base.train.seed, base.train.seed + n))
 
 
 def _check_out(out: Path, marker: str, what: str) -> None:
@@ -228,7 +226,7 @@ def compare_main(argv: list[str]) -> int:
         from .cli import dry_run
         return dry_run(base)
     base.log.progress = False  # one line per run; per-run progress bars would interleave
-    summary = run_comparison(base, out, arms, _seeds(args), n_parallel=_jobs(args))
+    summary = run_comparison(base, out, arms, _seeds(args, base), n_parallel=_positive_int(args.jobs, "--jobs"))
     print(format_table(summary))
     print(f"\nreport: {out / 'report.md'} (and report.html)")
     return 0
@@ -260,7 +258,7 @@ def sweep_main(argv: list[str]) -> int:
     _check_out(out, "sweep_config.json", "`tst sweep`")
     base.log.progress = False
     from .sweep import run_sweep
-    result = run_sweep(base, out, bags, fracs, weightings, _seeds(args), n_parallel=_jobs(args))
+    result = run_sweep(base, out, bags, fracs, weightings, _seeds(args, base), n_parallel=_positive_int(args.jobs, "--jobs"))
     print(result["table"])
     print(f"\nbest cell: {result['best']}\nreport: {out / 'sweep.md'}")
     return 0
