@@ -102,3 +102,37 @@ def test_bad_counts_are_user_errors(tiny_data, tmp_path, capsys, flag, value):
     err = capsys.readouterr().err
     assert code == 2 and f"{flag} must be a whole number >= 1" in err and "Traceback" not in err
     assert not (tmp_path / "c" / "runs").exists()
+
+
+def test_scaled_shape_reproduces_the_presets():
+    from tst_train.model import PRESETS, scaled_shape
+    for preset in ("tiny", "cpu-small", "cpu-medium"):
+        p = PRESETS[preset]
+        assert scaled_shape(p["dim"]) == {k: p[k] for k in ("dim", "n_heads", "n_kv_heads", "ffn_dim")}
+    s = scaled_shape(512)
+    assert s["dim"] // s["n_heads"] == 64 and s["ffn_dim"] % 8 == 0 and s["ffn_dim"] >= 8 * 512 / 3
+
+
+def test_sweep_over_shapes_and_budgets(tiny_data, tmp_path, capfd):
+    """Widths × depths × FLOP budgets: each shape trains for the steps its budget buys, against its own baseline."""
+    from tst_train.sweep import flops_per_step
+    from tst_train.config import Config
+    out = tmp_path / "shapes"
+    fixed = [a for a in TINY if a not in ("--steps", "12")]
+    budget = 3e9
+    args = ["sweep", "--data", str(tiny_data), "--out", str(out), "--bag-sizes", "2", "--fracs", "0.5",
+            "--dims", "16,32", "--layers", "1", "--budgets", f"{budget:g}", "--jobs", "2", *fixed]
+    assert main(args) == 0
+    res = json.loads((out / "sweep.json").read_text())
+    assert [c["dim"] for c in res["cells"]] == [16, 32]
+    for c in res["cells"]:
+        run = out / "runs" / f"d{c['dim']}-L1-C3e+09-s2-r0.5-uniform-seed0"
+        summary = json.loads((run / "summary.json").read_text())
+        cfg = Config()
+        cfg.data.path, cfg.model.preset = str(tiny_data), "tiny"
+        cfg.model.dim, cfg.model.n_layers, cfg.train.batch_size, cfg.train.seq_len = c["dim"], 1, 2, 16
+        cfg.model.n_heads, cfg.model.n_kv_heads, cfg.model.ffn_dim = 4, 2, 8 * math.ceil(c["dim"] / 3)
+        assert summary["steps"] == c["steps"] == round(budget / flops_per_step(cfg))
+        assert abs(summary["flops"] - budget) <= flops_per_step(cfg) / 2  # the budget, to within half a step
+        assert (out / "runs" / f"d{c['dim']}-L1-C3e+09-baseline-seed0" / "summary.json").is_file()
+    assert res["cells"][0]["steps"] > res["cells"][1]["steps"]  # the narrower model buys more steps

@@ -240,6 +240,12 @@ def sweep_main(argv: list[str]) -> int:
     p.add_argument("--bag-sizes", default="2,4,8")
     p.add_argument("--fracs", default="0.2,0.4")
     p.add_argument("--weightings", default="uniform")
+    p.add_argument("--dims", default="", help="model widths (each with the Llama rule for heads and SwiGLU width; "
+                                              "default: the preset's shape)")
+    p.add_argument("--layers", default="", help="model depths (default: the preset's)")
+    p.add_argument("--lrs", default="", help="peak learning rates (default: --lr); each has its own baseline")
+    p.add_argument("--budgets", default="", help="total training FLOPs per run, e.g. 1e13,3e13: each shape trains "
+                                                 "for the steps its budget buys (default: --steps for every shape)")
     p.add_argument("--seeds", default="1")
     p.add_argument("--jobs", default="1", help="runs trained at the same time, in separate processes")
     args, extra = p.parse_known_args(argv)
@@ -254,11 +260,20 @@ def sweep_main(argv: list[str]) -> int:
             raise UserError(f"--weightings: unknown weighting {w!r}; choose from uniform, power, exp, first")
     if any(b < 2 for b in bags) or any(not 0 < f <= 1 for f in fracs):
         raise UserError("--bag-sizes must be >= 2 and --fracs in (0, 1]")
+    dims = _parse_list(args.dims, int, "--dims")
+    layers = _parse_list(args.layers, int, "--layers")
+    lrs = _parse_list(args.lrs, float, "--lrs")
+    budgets = _parse_list(args.budgets, float, "--budgets")
+    if any(d < 8 or d % 8 for d in dims) or any(n < 1 for n in layers):
+        raise UserError("--dims must be positive multiples of 8 and --layers >= 1")
+    if any(not (0 < x < float("inf")) for x in lrs + budgets):
+        raise UserError("--lrs and --budgets must be positive, finite numbers")
     out = Path(args.out)
     _check_out(out, "sweep_config.json", "`tst sweep`")
     base.log.progress = False
     from .sweep import run_sweep
-    result = run_sweep(base, out, bags, fracs, weightings, _seeds(args, base), n_parallel=_positive_int(args.jobs, "--jobs"))
+    result = run_sweep(base, out, bags, fracs, weightings, _seeds(args, base), n_parallel=_positive_int(args.jobs, "--jobs"),
+                       dims=dims, layers=layers, lrs=lrs, budgets=budgets)
     print(result["table"])
     print(f"\nbest cell: {result['best']}\nreport: {out / 'sweep.md'}")
     return 0

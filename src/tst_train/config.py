@@ -25,6 +25,12 @@ class ModelSection:
     """Override the preset's hidden size (0 = keep the preset's)."""
     n_layers: int = 0
     """Override the preset's number of layers (0 = keep)."""
+    n_heads: int = 0
+    """Override the preset's number of query heads (0 = keep)."""
+    n_kv_heads: int = 0
+    """Override the preset's number of key/value heads (0 = keep)."""
+    ffn_dim: int = 0
+    """Override the preset's SwiGLU hidden width (0 = keep)."""
 
 
 @dataclass

@@ -17,7 +17,7 @@ from torch import nn
 
 import tst
 
-__all__ = ["ModelConfig", "PRESETS", "Transformer", "model_config"]
+__all__ = ["ModelConfig", "PRESETS", "Transformer", "model_config", "scaled_shape"]
 
 
 @dataclass
@@ -83,6 +83,21 @@ PRESETS: dict[str, dict] = {
     "smollm3-3b": dict(dim=2048, n_layers=36, n_heads=16, n_kv_heads=4, ffn_dim=11008,
                        rope_theta=5000000.0, norm_eps=1e-6, max_seq_len=65536),
 }
+
+
+def scaled_shape(dim: int) -> dict:
+    """The shape of a width in the Llama-3 family, for width studies: head_dim 64 (at least 4 heads),
+    two query heads per key/value head, SwiGLU width 8·dim/3 rounded up to a multiple of 8.
+
+    It reproduces the presets' rule (``tiny``, ``cpu-small``, ``cpu-medium`` at 64, 128, 256), so a sweep
+    over widths changes the width and nothing else about the architecture.
+    """
+    if dim < 8 or dim % 8:
+        raise ValueError(f"dim={dim} must be a positive multiple of 8")
+    n_heads = max(4, dim // 64)
+    if dim % n_heads or (dim // n_heads) % 2:
+        raise ValueError(f"dim={dim} does not split into {n_heads} heads of even size")
+    return dict(dim=dim, n_heads=n_heads, n_kv_heads=max(1, n_heads // 2), ffn_dim=8 * math.ceil(dim / 3))
 
 
 def model_config(preset: str, vocab_size: int, **overrides) -> ModelConfig:

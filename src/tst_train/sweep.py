@@ -1,30 +1,85 @@
-"""``tst sweep``: final validation loss over bag size × superposition fraction × weighting (× seeds),
-relative to the equal-FLOPs baseline — the paper's Fig. 4 / Tables 4–7, at our scale.
+"""``tst sweep``: final validation loss over a grid — model shape (width × depth) × learning rate × FLOP
+budget, and within each of those bag size × superposition fraction × weighting (× seeds) — relative to
+the equal-FLOPs baseline of the same shape, learning rate and budget: the paper's Fig. 4 / Tables 4–7 at
+our scale, plus the width study and the compute frontier (best baseline shape vs best TST shape at
+each FLOP budget).
 
-Each cell is an ordinary run directory under ``OUT/runs``; a rerun skips finished cells.
+Each run is an ordinary run directory under ``OUT/runs``; a rerun skips finished runs and resumes
+interrupted ones. Runs are ordered group by group (smallest shape first) and seed by seed, so the
+first groups finish — and can be looked at — while later ones train.
 """
 from __future__ import annotations
 
 import copy
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 from . import analysis
 from .cli import write_atomic
 from .compare import run_arms
 from .config import Config
+from .errors import UserError
 from .metrics import read_metrics
+from .model import scaled_shape
 
 
-def cell_name(bag: int, frac: float, weights: str, seed: int) -> str:
-    return f"s{bag}-r{frac:g}-{weights}-seed{seed}"
+@dataclass(frozen=True)
+class Group:
+    """One (shape, learning rate, budget) point: a baseline and the TST cells share it."""
+    dim: int = 0  # 0: the preset's shape
+    n_layers: int = 0  # 0: the preset's depth
+    lr: float = 0.0  # 0: the base config's
+    budget: float = 0.0  # total training FLOPs; 0: the base config's steps
+
+    def prefix(self) -> str:
+        parts = []
+        if self.dim:
+            parts.append(f"d{self.dim}")
+        if self.n_layers:
+            parts.append(f"L{self.n_layers}")
+        if self.lr:
+            parts.append(f"lr{self.lr:g}")
+        if self.budget:
+            parts.append(f"C{self.budget:.3g}")
+        return "-".join(parts)
+
+    def config(self, base: Config, flops_per_step=None) -> Config:
+        cfg = copy.deepcopy(base)
+        if self.dim:
+            shape = scaled_shape(self.dim)
+            cfg.model.dim, cfg.model.n_heads = shape["dim"], shape["n_heads"]
+            cfg.model.n_kv_heads, cfg.model.ffn_dim = shape["n_kv_heads"], shape["ffn_dim"]
+        if self.n_layers:
+            cfg.model.n_layers = self.n_layers
+        if self.lr:
+            cfg.train.lr = self.lr
+        if self.budget:
+            cfg.train.steps = max(1, round(self.budget / flops_per_step(cfg)))
+        return cfg
 
 
-def _cell_config(base: Config, mode: str, bag: int, frac: float, weights: str, seed: int) -> Config:
-    cfg = copy.deepcopy(base)
+def run_name(group: Group, arm: str, seed: int) -> str:
+    return "-".join(p for p in (group.prefix(), arm, f"seed{seed}") if p)
+
+
+def cell_arm(bag: int, frac: float, weights: str) -> str:
+    return f"s{bag}-r{frac:g}-{weights}"
+
+
+def _cell_config(cfg: Config, mode: str, bag: int, frac: float, weights: str, seed: int) -> Config:
+    cfg = copy.deepcopy(cfg)
     cfg.tst.mode, cfg.tst.bag_size, cfg.tst.superposition_frac = mode, bag, frac
     cfg.tst.weights, cfg.train.seed = weights, seed
     return cfg.validate()
+
+
+def flops_per_step(cfg: Config) -> float:
+    """Training FLOPs of one optimizer step of ``cfg`` (positions × FLOPs per position)."""
+    from .data.loader import check_data_dir
+    from .train import plan
+    p = plan(cfg, check_data_dir(cfg.data.path))
+    return p["flops_per_position"] * cfg.train.batch_size * cfg.train.seq_len
 
 
 def final_val_loss(run_dir: Path) -> float | None:
@@ -32,57 +87,86 @@ def final_val_loss(run_dir: Path) -> float | None:
     return curve[-1][1] if curve else None
 
 
+def make_groups(dims, layers, lrs, budgets) -> list[Group]:
+    return [Group(d, n, lr, c) for c in (budgets or [0.0]) for d in (dims or [0]) for n in (layers or [0])
+            for lr in (lrs or [0.0])]
+
+
 def run_sweep(base: Config, out: Path, bags: list[int], fracs: list[float], weightings: list[str],
-              seeds: list[int], log=print, n_parallel: int = 1) -> dict:
+              seeds: list[int], log=print, n_parallel: int = 1, dims=None, layers=None, lrs=None,
+              budgets=None) -> dict:
     out.mkdir(parents=True, exist_ok=True)
-    write_atomic(out / "sweep_config.json", json.dumps({"base": base.to_dict(), "bag_sizes": bags, "fracs": fracs,
-                                                        "weightings": weightings, "seeds": seeds}, indent=2))
+    write_atomic(out / "sweep_config.json", json.dumps({
+        "base": base.to_dict(), "bag_sizes": bags, "fracs": fracs, "weightings": weightings, "seeds": seeds,
+        "dims": dims, "layers": layers, "lrs": lrs, "budgets": budgets}, indent=2))
+    groups = make_groups(dims, layers, lrs, budgets)
     grid = [(w, b, f) for w in weightings for b in bags for f in fracs]
-    jobs = [(_cell_config(base, "baseline", 1, 0.0, "uniform", seed), out / "runs" / f"baseline-seed{seed}")
-            for seed in seeds]
-    jobs += [(_cell_config(base, "tst", b, f, w, seed), out / "runs" / cell_name(b, f, w, seed))
-             for w, b, f in grid for seed in seeds]
+    group_cfgs = {}
+    for g in groups:
+        try:
+            group_cfgs[g] = g.config(base, flops_per_step).validate()
+        except ValueError as e:
+            raise UserError(f"sweep group {g.prefix()}: {e}") from None
+    jobs = []
+    for g in groups:
+        for seed in seeds:
+            jobs.append((_cell_config(group_cfgs[g], "baseline", 1, 0.0, "uniform", seed),
+                         out / "runs" / run_name(g, "baseline", seed)))
+            jobs += [(_cell_config(group_cfgs[g], "tst", b, f, w, seed), out / "runs" / run_name(g, cell_arm(b, f, w), seed))
+                     for w, b, f in grid]
     run_arms(jobs, n_parallel, log)
-    base_records = {seed: read_metrics(out / "runs" / f"baseline-seed{seed}") for seed in seeds}
-    baseline = {seed: final_val_loss(out / "runs" / f"baseline-seed{seed}") for seed in seeds}
-    cells = []
-    for w, b, f in grid:
-        cmp = [analysis.compare_to_baseline(read_metrics(out / "runs" / cell_name(b, f, w, seed)), base_records[seed])
-               for seed in seeds]
-        losses = [final_val_loss(out / "runs" / cell_name(b, f, w, seed)) for seed in seeds]
-        cells.append({"bag_size": b, "superposition_frac": f, "weights": w,
-                      "final_val_loss": analysis.mean_ci(losses),
-                      "delta_val_loss": analysis.mean_ci([c["delta_val_loss"] for c in cmp]),
-                      "equal_loss_speedup": analysis.mean_ci([c["equal_loss_speedup"] for c in cmp]),
-                      "speedup_reached": sum(c["equal_loss_speedup"] is not None for c in cmp)})
-    valid = [c for c in cells if c["final_val_loss"]["mean"] is not None]
-    best = min(valid, key=lambda c: c["final_val_loss"]["mean"]) if valid else None
-    result = {"baseline_final_val_loss": analysis.mean_ci(list(baseline.values())), "cells": cells,
-              "best": None if best is None else {k: best[k] for k in ("bag_size", "superposition_frac", "weights")}
-              | {"final_val_loss": best["final_val_loss"]["mean"], "delta_val_loss": best["delta_val_loss"]["mean"]}}
-    result["table"] = format_sweep_table(result)
+    result = summarize_sweep(out, groups, group_cfgs, grid, seeds)
     write_atomic(out / "sweep.json", json.dumps(result, indent=2))
-    heatmaps = plot_heatmaps(out, result, bags, fracs, weightings)
+    plots = []
+    if len(groups) == 1:
+        plots = plot_heatmaps(out, result, bags, fracs, weightings)
     md = ["# TST sweep: final validation loss relative to the equal-FLOPs baseline", "",
-          f"Baseline final validation loss: {result['baseline_final_val_loss']['mean']:.4f} "
-          f"(seeds {seeds}). Δ < 0: the cell beats the baseline.", "", result["table"], "",
-          f"Best cell: {result['best']}", ""] + [f"![{w}]({f})" for w, f in heatmaps]
+          f"Seeds {seeds}. Δ < 0: the cell beats the baseline of its own shape, learning rate and budget.", "",
+          result["table"], "", f"Best cell: {result['best']}", ""] + [f"![{w}]({f})" for w, f in plots]
     (out / "sweep.md").write_text("\n".join(md) + "\n")
     return result
 
 
+def summarize_sweep(out: Path, groups, group_cfgs, grid, seeds) -> dict:
+    cells = []
+    for g in groups:
+        gc = group_cfgs[g]
+        base_runs = {seed: out / "runs" / run_name(g, "baseline", seed) for seed in seeds}
+        base_records = {seed: read_metrics(d) for seed, d in base_runs.items()}
+        baseline = analysis.mean_ci([final_val_loss(d) for d in base_runs.values()])
+        for w, b, f in grid:
+            runs = [out / "runs" / run_name(g, cell_arm(b, f, w), seed) for seed in seeds]
+            cmp = [analysis.compare_to_baseline(read_metrics(r), base_records[seed]) for r, seed in zip(runs, seeds)]
+            cells.append({"dim": gc.model.dim or None, "n_layers": gc.model.n_layers or None, "lr": gc.train.lr,
+                          "budget": g.budget or None, "steps": gc.train.steps, "group": g.prefix(),
+                          "bag_size": b, "superposition_frac": f, "weights": w,
+                          "baseline_final_val_loss": baseline,
+                          "final_val_loss": analysis.mean_ci([final_val_loss(r) for r in runs]),
+                          "delta_val_loss": analysis.mean_ci([c["delta_val_loss"] for c in cmp]),
+                          "equal_loss_speedup": analysis.mean_ci([c["equal_loss_speedup"] for c in cmp]),
+                          "speedup_reached": sum(c["equal_loss_speedup"] is not None for c in cmp)})
+    valid = [c for c in cells if c["final_val_loss"]["mean"] is not None]
+    best = min(valid, key=lambda c: c["final_val_loss"]["mean"]) if valid else None
+    result = {"baseline_final_val_loss": cells[0]["baseline_final_val_loss"] if cells else None, "cells": cells,
+              "best": None if best is None else {k: best[k] for k in ("group", "bag_size", "superposition_frac", "weights")}
+              | {"final_val_loss": best["final_val_loss"]["mean"], "delta_val_loss": best["delta_val_loss"]["mean"]}}
+    result["table"] = format_sweep_table(result)
+    return result
+
+
 def format_sweep_table(result: dict) -> str:
-    lines = ["| weighting | bag size | superposition frac | final val loss | Δ vs baseline (95% CI) | "
-             "equal-loss speed-up |", "|---|---|---|---|---|---|"]
+    lines = ["| group | weighting | bag size | superposition frac | baseline final val loss | final val loss | "
+             "Δ vs baseline (95% CI) | equal-loss speed-up |", "|---|---|---|---|---|---|---|---|"]
     for c in result["cells"]:
-        f, d, sp = c["final_val_loss"], c["delta_val_loss"], c["equal_loss_speedup"]
+        f, d, sp, bl = c["final_val_loss"], c["delta_val_loss"], c["equal_loss_speedup"], c["baseline_final_val_loss"]
         fv = "n/a" if f["mean"] is None else f"{f['mean']:.4f}"
+        bv = "n/a" if bl["mean"] is None else f"{bl['mean']:.4f}"
         dv = "n/a" if d["mean"] is None else f"{d['mean']:+.4f}" + (
             f" [{d['ci95'][0]:+.4f}, {d['ci95'][1]:+.4f}]" if d.get("ci95") else "")
         n = f["n"]
         sv = "never reached" if sp["mean"] is None else f"{sp['mean']:.2f}×"
-        lines.append(f"| {c['weights']} | {c['bag_size']} | {c['superposition_frac']:g} | {fv} | {dv} | "
-                     f"{sv} ({c['speedup_reached']}/{n} seeds) |")
+        lines.append(f"| {c['group'] or '—'} | {c['weights']} | {c['bag_size']} | {c['superposition_frac']:g} | {bv} | "
+                     f"{fv} | {dv} | {sv} ({c['speedup_reached']}/{n} seeds) |")
     return "\n".join(lines)
 
 

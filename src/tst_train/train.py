@@ -86,7 +86,9 @@ def check_token_ids(rows: torch.Tensor, vocab_size: int, data_path: str) -> None
 
 
 def build_model(cfg: Config, vocab_size: int):
-    overrides = {k: v for k, v in (("dim", cfg.model.dim), ("n_layers", cfg.model.n_layers)) if v}
+    m = cfg.model
+    overrides = {k: v for k, v in (("dim", m.dim), ("n_layers", m.n_layers), ("n_heads", m.n_heads),
+                                   ("n_kv_heads", m.n_kv_heads), ("ffn_dim", m.ffn_dim)) if v}
     try:
         mcfg = model_config(cfg.model.preset, vocab_size, tie_embeddings=cfg.model.tie_embeddings, **overrides)
     except ValueError as e:
