@@ -42,7 +42,7 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))  # run from a checkout without install
 
 from tst.bags import next_bag_targets  # noqa: E402
-from tst.loss import fused_linear_multi_hot_cross_entropy, multi_hot_cross_entropy  # noqa: E402
+from tst import fused_linear_multi_hot_cross_entropy, multi_hot_cross_entropy  # noqa: E402
 
 GIB = 2 ** 30
 MIB = 2 ** 20

@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from tst_train import analysis
+from tst_train.experiments import analysis
 from tst_train.cli import main
 
 TINY = ["--preset", "tiny", "--steps", "12", "--batch-size", "2", "--seq-len", "16", "--bag-size", "2",
@@ -115,7 +115,7 @@ def test_scaled_shape_reproduces_the_presets():
 
 def test_sweep_over_shapes_and_budgets(tiny_data, tmp_path, capfd):
     """Widths × depths × FLOP budgets: each shape trains for the steps its budget buys, against its own baseline."""
-    from tst_train.sweep import flops_per_step
+    from tst_train.experiments.sweep import flops_per_step
     from tst_train.config import Config
     out = tmp_path / "shapes"
     fixed = [a for a in TINY if a not in ("--steps", "12")]
@@ -136,3 +136,19 @@ def test_sweep_over_shapes_and_budgets(tiny_data, tmp_path, capfd):
         assert abs(summary["flops"] - budget) <= flops_per_step(cfg) / 2  # the budget, to within half a step
         assert (out / "runs" / f"d{c['dim']}-L1-C3e+09-baseline-seed0" / "summary.json").is_file()
     assert res["cells"][0]["steps"] > res["cells"][1]["steps"]  # the narrower model buys more steps
+
+
+def test_reuse_refuses_a_run_trained_with_other_numbers(tiny_data, tmp_path, capsys):
+    """A rerun into the same --out with another config must not label the old runs with the new config."""
+    out = tmp_path / "cmp"
+    args = ["compare", "--data", str(tiny_data), "--out", str(out), "--arms", "baseline,tst", *TINY]
+    assert main(args) == 0
+    before = (out / "runs" / "tst-seed0" / "metrics.jsonl").read_text()
+    capsys.readouterr()
+    changed = [a if a != "12" else "14" for a in args]  # --steps 12 → 14
+    assert main(changed) == 2
+    err = capsys.readouterr().err
+    assert "train.steps: 12 → 14" in err and "cannot stand for this run" in err and err.count("\n") == 1
+    assert (out / "runs" / "tst-seed0" / "metrics.jsonl").read_text() == before  # nothing retrained
+    # a setting that does not change the numbers may differ
+    assert main(args + ["--eval.batch_size=3"]) == 0 and "already complete" in capsys.readouterr().out

@@ -5,7 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from tst_train.cli import main, resolve_config, ArgumentParser, add_run_flags
+from tst_train.cli import main
+from tst_train.cli.args import ArgumentParser, add_run_flags, resolve_config
 from tst_train.config import Config, apply_mapping, load_toml, to_toml
 import tomllib
 
@@ -36,7 +37,7 @@ def test_resolved_config_round_trips_through_toml():
 
 
 def test_demo_flags_match_the_shipped_demo_config():
-    from tst_train.compare import DEMO_FLAGS
+    from tst_train.experiments.demo import DEMO_FLAGS
     p = ArgumentParser(prog="t")
     add_run_flags(p)
     args, extra = p.parse_known_args(DEMO_FLAGS)

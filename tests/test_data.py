@@ -341,21 +341,29 @@ def test_existing_out_dir_and_overwrite_and_failure_midway(tmp_path, docs, monke
 
 def test_cli_main(tmp_path, docs, capsys):
     src = write_jsonl(tmp_path / "d.jsonl", docs[:8])
-    rc = prepare_module.main(["--input", src, "--out", str(tmp_path / "o"), "--vocab-size", "300",
+    from tst_train.cli.prepare import prepare_command
+    rc = prepare_command(["--input", src, "--out", str(tmp_path / "o"), "--vocab-size", "300",
                               "--val-fraction", "0.25", "--seed", "3", "--workers", "1"])
     assert rc == 0
     meta = check_data_dir(tmp_path / "o")
     assert meta["seed"] == 3 and meta["val_fraction"] == 0.25 and meta["splits"]["val"]["documents"] == 2
     with pytest.raises(UserError, match="--overwrite"):
-        prepare_module.main(["--input", src, "--out", str(tmp_path / "o")])
+        prepare_command(["--input", src, "--out", str(tmp_path / "o")])
     with pytest.raises(UserError, match="required"):
-        prepare_module.main(["--out", str(tmp_path / "o2")])
+        prepare_command(["--out", str(tmp_path / "o2")])
     with pytest.raises(UserError):
-        prepare_module.main(["--input", src, "--out", str(tmp_path / "o2"), "--vocab-size", "300",
-                             "--tokenizer", "tiktoken:x"])
-    import tst_train.data.prepare as m
+        prepare_command(["--input", src, "--out", str(tmp_path / "o2"), "--vocab-size", "300",
+                         "--tokenizer", "tiktoken:x"])
+    from tst_train.cli import COMMANDS
+    assert main_exit(COMMANDS["prepare"][0], ["--out", str(tmp_path / "o3")]) == "required"  # `tst prepare` is prepare_command
 
-    assert m is prepare_module and m.main is prepare_module.main  # `tst prepare` dispatches to prepare.main
+
+def main_exit(command, argv):
+    try:
+        command(argv)
+    except UserError as e:
+        return "required" if "required" in str(e) else str(e)
+    return None
 
 
 # --------------------------------------------------------------------------------------------

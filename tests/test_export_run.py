@@ -18,7 +18,7 @@ def test_export_run_matches_our_logits(tiny_data, tmp_path, capsys):
     assert code == 0
     out = tmp_path / "hf"
     assert main(["export", "--run", str(run), "--out", str(out)]) == 0
-    from tst_train.export_run import load_run_model
+    from tst_train.export import load_run_model
     ours, *_ = load_run_model(run)
     hf = transformers.AutoModelForCausalLM.from_pretrained(out, torch_dtype=torch.float32).eval()
     tokens = torch.randint(0, ours.tok_embeddings.num_embeddings, (2, 16))

@@ -12,7 +12,7 @@ GOLDEN = Path(__file__).parent / "assets" / "golden_tiny_tst.json"
 
 
 def golden_run(data_dir, out_dir) -> list[float]:
-    from tst_train.cli import run_training
+    from tst_train.train import run_training
     from tst_train.config import Config
     from tst_train.metrics import read_metrics
     cfg = Config()

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 
 pytest.importorskip("torchtitan")
 
-from tst import next_bag_targets  # noqa: E402
+import tst  # noqa: E402
 from tst.integrations import torchtitan as tti  # noqa: E402
 
 IGNORE = -100
@@ -110,7 +110,8 @@ def test_cli_config_and_two_run_commands(tt):
     c1 = tt.ConfigManager().parse_args(p1[4:])
     c2 = tt.ConfigManager().parse_args(p2[4:])
     assert isinstance(c1, tti.TSTTrainer.Config) and type(c2) is tt.trainer.Trainer.Config
-    assert dataclasses.asdict(c1.tst) == {"bag_size": 4, "superposition_frac": 0.3, "stop_at_transition": True}
+    assert dataclasses.asdict(c1.tst) == {"bag_size": 4, "superposition_frac": 0.3, "mode": "tst", "weights": "uniform",
+                                          "stop_at_transition": True}
     assert (c1.training.steps, c2.training.steps, c1.training.seq_len, c2.training.seq_len) == (20, 20, 64, 64)
     assert c1.checkpoint.enable and c2.checkpoint.enable and c1.dump_folder == c2.dump_folder == "/tmp/run"
     assert isinstance(c1.model_spec.model.tok_embeddings, tti.TorchTitanSuperposedEmbedding.Config)
@@ -263,7 +264,9 @@ def test_phase1_throughput_arithmetic():
     assert tps == 1000.0 and mfu == pytest.approx(0.5 * (1.0 / 1.2) / 4)
     with pytest.raises(ValueError):
         tti.phase1_throughput(1.0, 0.1, 2, flops_per_token=1.0)
-    assert tti.transition_step(20000, 0.3) == 6000 and tti.transition_step(49983, 0.2497) == 12481
+    # one place decides the transition: the core schedule (the paper: 6,000 of 20,000; 12,483 of 49,983)
+    assert tst.TSTConfig(bag_size=6, superposition_frac=0.3).schedule(20000).transition_step == 6000
+    assert tst.TSTConfig(bag_size=16, superposition_frac=0.2497).schedule(49983).transition_step == 12481
 
 
 # ------------------------------------------------------------------------------------------------

@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from tst_train.cli import main, run_training
+from tst_train.cli import main
+from tst_train.train import run_training
 from tst_train.config import Config
 from tst_train.metrics import read_metrics
 from tst_train.train import Trainer
@@ -98,8 +99,8 @@ def test_graceful_stop_and_resume_is_bit_identical(tiny_data, tmp_path, stop_at)
 
     cfg = tiny_config(tiny_data)
     run = tmp_path / "run"
-    from tst_train.cli import prepare_run_dir
-    prepare_run_dir(run, cfg, resume=False)
+    from tst_train import rundir
+    rundir.create(run, cfg)
     trainer = Trainer(cfg, run, resume=False)
     orig = trainer.train_step
 

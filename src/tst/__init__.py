@@ -3,19 +3,19 @@
 Phase 1 (the first ``r`` of the steps): bags of ``s`` tokens enter the model as the mean of their
 embeddings and each position predicts the next bag with the multi-hot cross-entropy (MCE).
 Phase 2: ordinary next-token training from the same weights. See README.md for usage.
+
+The public API is the names below; the building blocks behind them (``tst.bags``, ``tst.weights``,
+``tst.flops``, ``tst.loss``, ``tst.fused``) stay importable for hosts that need them.
 """
-from .bags import IGNORE_INDEX, bag_inputs, next_bag_targets, window_targets
 from .embedding import SuperposedEmbedding, superpose
-from .flops import decoder_matmul_params, mfu, training_flops_per_position
-from .loss import (fused_linear_multi_hot_cross_entropy, multi_hot_cross_entropy, multi_hot_weight_sum,
-                   resolve_weights)
-from .schedule import MODES, Phase, TSTSchedule
+from .flops import flops_per_position
+from .fused import fused_linear_multi_hot_cross_entropy
+from .loss import multi_hot_cross_entropy, multi_hot_weight_sum
+from .schedule import BagTargets, Phase, TSTConfig, TSTSchedule
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "IGNORE_INDEX", "MODES", "Phase", "SuperposedEmbedding", "TSTSchedule", "bag_inputs",
-    "decoder_matmul_params", "fused_linear_multi_hot_cross_entropy", "mfu", "multi_hot_cross_entropy",
-    "multi_hot_weight_sum", "next_bag_targets", "resolve_weights", "superpose", "training_flops_per_position",
-    "window_targets",
+    "BagTargets", "Phase", "SuperposedEmbedding", "TSTConfig", "TSTSchedule", "flops_per_position",
+    "fused_linear_multi_hot_cross_entropy", "multi_hot_cross_entropy", "multi_hot_weight_sum", "superpose",
 ]

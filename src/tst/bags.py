@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-__all__ = ["bag_inputs", "next_bag_targets", "window_targets", "IGNORE_INDEX"]
+__all__ = ["bag_inputs", "bag_mean", "next_bag_targets", "window_targets", "IGNORE_INDEX"]
 
 IGNORE_INDEX = -100
 
@@ -29,6 +29,15 @@ def bag_inputs(inputs: torch.Tensor, bag_size: int) -> torch.Tensor:
     """Cut each row into non-overlapping contiguous bags: ``(B, L·s)`` → ``(B, L, s)`` (a view)."""
     _check_divisible(inputs.shape[-1], bag_size, "input")
     return inputs.unflatten(-1, (inputs.shape[-1] // bag_size, bag_size))
+
+
+def bag_mean(embeddings: torch.Tensor) -> torch.Tensor:
+    """The mean over the bag dimension: ``(..., s, d)`` → ``(..., d)``, summed in float32 and cast back once
+    to the input dtype (the paper's Listing 2, without its Python loop over the bag).
+
+    The one implementation of the bag mean: :func:`tst.superpose` and the TorchTitan embedding use it.
+    """
+    return (embeddings.float().sum(dim=-2) / embeddings.shape[-2]).to(embeddings.dtype)
 
 
 def next_bag_targets(labels: torch.Tensor, bag_size: int, ignore_index: int = IGNORE_INDEX) -> torch.Tensor:

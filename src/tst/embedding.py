@@ -9,6 +9,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .bags import bag_mean
+
 __all__ = ["SuperposedEmbedding", "superpose"]
 
 
@@ -26,9 +28,7 @@ def superpose(embedding: nn.Embedding, tokens: torch.Tensor) -> torch.Tensor:
     bag_size = tokens.shape[-1]
     if bag_size == 1:
         return _lookup(embedding, tokens[..., 0])
-    emb = _lookup(embedding, tokens)  # (B, L, s, d)
-    # Sum in fp32 for precision (Listing 2), then one cast back to the weight dtype.
-    return (emb.float().sum(dim=-2) / bag_size).to(emb.dtype)  # (B, L, d)
+    return bag_mean(_lookup(embedding, tokens))  # (B, L, s, d) → (B, L, d)
 
 
 def _lookup(embedding: nn.Embedding, tokens: torch.Tensor) -> torch.Tensor:

@@ -2,10 +2,11 @@
 
 A superposition step reads ``s×`` more data tokens than a baseline step but computes on the same
 number of positions, so it costs the same FLOPs; throughput and MFU must be counted on positions.
+:func:`flops_per_position` is the one formula; the reference trainer, its plan and its reports use it.
 """
 from __future__ import annotations
 
-__all__ = ["training_flops_per_position", "decoder_matmul_params", "mfu"]
+__all__ = ["flops_per_position", "decoder_matmul_params", "training_flops_per_position"]
 
 
 def decoder_matmul_params(d_model: int, n_layers: int, n_heads: int, n_kv_heads: int, ffn_dim: int,
@@ -31,8 +32,8 @@ def training_flops_per_position(matmul_params: int, n_layers: int, d_model: int,
     return 6.0 * matmul_params + 12.0 * n_layers * d_model * seq_len
 
 
-def mfu(flops_per_second: float, peak_flops: float | None) -> float | None:
-    """Model FLOPs utilisation, or ``None`` when the hardware peak is unknown."""
-    if not peak_flops:
-        return None
-    return flops_per_second / peak_flops
+def flops_per_position(*, dim: int, n_layers: int, n_heads: int, n_kv_heads: int, ffn_dim: int,
+                       vocab_size: int, seq_len: int) -> float:
+    """Training FLOPs per position of a Llama-style decoder at a context of ``seq_len`` latent positions."""
+    n = decoder_matmul_params(dim, n_layers, n_heads, n_kv_heads, ffn_dim, vocab_size)
+    return training_flops_per_position(n, n_layers, dim, seq_len)

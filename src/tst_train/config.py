@@ -1,131 +1,189 @@
 """Run configuration: dataclasses are the schema; TOML files and ``--section.field=value`` flags override.
 
-Files hold plain values only; derived values (steps per phase, data needed, FLOPs) are computed in
-code. Unknown keys and badly typed values are user errors with a one-line explanation.
+Each field declares, once, with :func:`opt`: its default, its valid values (checked before anything is
+written) and whether it **changes the numbers** of a run — what the resume fingerprint and the
+compare/sweep reuse check are built from. A field that does not say so changes the numbers (the safe
+default). Files hold plain values only; derived values (steps per phase, data needed, FLOPs) are
+computed in code. Unknown keys and bad values are user errors with a one-line explanation.
 """
 from __future__ import annotations
 
 import dataclasses
 import json
+import math
+import re
 import tomllib
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import tst
+
 from .errors import UserError
+from .model import PRESETS
+
+INT_MAX = 2 ** 62  # far beyond any sensible count, and safely inside int64
+
+
+@dataclass(frozen=True)
+class Range:
+    """Valid numbers: ``lo ≤ x ≤ hi`` (``lo < x`` / ``x < hi`` when open); always finite."""
+    lo: float | None = None
+    hi: float | None = None
+    lo_open: bool = False
+    hi_open: bool = False
+
+    def ok(self, x) -> bool:
+        if not math.isfinite(x):
+            return False
+        if self.lo is not None and (x <= self.lo if self.lo_open else x < self.lo):
+            return False
+        return self.hi is None or (x < self.hi if self.hi_open else x <= self.hi)
+
+    def __str__(self) -> str:
+        lo = "" if self.lo is None else f"{'>' if self.lo_open else '>='} {self.lo:g}"
+        hi = "" if self.hi is None else f"{'<' if self.hi_open else '<='} {self.hi:g}"
+        return " and ".join(p for p in (lo, hi) if p) or "finite"
+
+
+@dataclass(frozen=True)
+class OneOf:
+    values: tuple
+
+    def ok(self, x) -> bool:
+        return x in self.values
+
+    def __str__(self) -> str:
+        return "one of " + ", ".join(map(str, self.values))
+
+
+@dataclass(frozen=True)
+class Pattern:
+    regex: str
+    text: str
+
+    def ok(self, x) -> bool:
+        return re.fullmatch(self.regex, x) is not None
+
+    def __str__(self) -> str:
+        return self.text
+
+
+def opt(default, *, numbers: bool = True, check=None):
+    """A config field: ``default``; ``numbers``: does it change what the run computes (losses, validation
+    values)? ``check``: its valid values (:class:`Range`, :class:`OneOf`, :class:`Pattern`)."""
+    return field(default=default, metadata={"numbers": numbers, "check": check})
+
+
+COUNT = Range(0)  # 0 is allowed (usually "off" or "keep")
+POSITIVE_COUNT = Range(1)
+FRACTION = Range(0, 1)
 
 
 @dataclass
 class ModelSection:
-    preset: str = "tiny"
+    preset: str = opt("tiny", check=OneOf(tuple(PRESETS)))
     """Shape preset (see `tst_train.model.PRESETS`); the vocabulary size comes from the data's tokenizer."""
-    tie_embeddings: bool = False
+    tie_embeddings: bool = opt(False)
     """Share the input embedding and the LM head (the paper keeps them untied)."""
-    dim: int = 0
+    dim: int = opt(0, check=COUNT)
     """Override the preset's hidden size (0 = keep the preset's)."""
-    n_layers: int = 0
+    n_layers: int = opt(0, check=COUNT)
     """Override the preset's number of layers (0 = keep)."""
-    n_heads: int = 0
+    n_heads: int = opt(0, check=COUNT)
     """Override the preset's number of query heads (0 = keep)."""
-    n_kv_heads: int = 0
+    n_kv_heads: int = opt(0, check=COUNT)
     """Override the preset's number of key/value heads (0 = keep)."""
-    ffn_dim: int = 0
+    ffn_dim: int = opt(0, check=COUNT)
     """Override the preset's SwiGLU hidden width (0 = keep)."""
 
 
 @dataclass
 class DataSection:
-    path: str = ""
-    """Prepared data directory (`tst prepare ... --out DIR`)."""
+    path: str = opt("", numbers=False)
+    """Prepared data directory (`tst prepare ... --out DIR`); what it holds is checked by its vocabulary and token count."""
 
 
 @dataclass
 class TrainSection:
-    steps: int = 200
+    steps: int = opt(200, check=POSITIVE_COUNT)
     """Optimizer steps of the whole run, both phases."""
-    batch_size: int = 16
+    batch_size: int = opt(16, check=POSITIVE_COUNT)
     """Global batch, in rows (sequences of `seq_len` latent positions) per optimizer step."""
-    micro_batch_size: int = 0
+    micro_batch_size: int = opt(0, check=COUNT)
     """Rows per forward/backward on each rank (0 = the whole per-rank batch; smaller → gradient accumulation)."""
-    seq_len: int = 64
+    seq_len: int = opt(64, check=POSITIVE_COUNT)
     """Latent length the model sees (the superposition phase reads `bag_size`× more tokens per row)."""
-    seed: int = 0
+    seed: int = opt(0, check=COUNT)
     """Seed for the model initialisation (the data order is fixed by `tst prepare`)."""
-    lr: float = 1e-3
+    lr: float = opt(1e-3, check=Range(0, lo_open=True))
     """Peak learning rate (tune it on the baseline and keep it for TST, as the paper does)."""
-    min_lr_ratio: float = 0.0
+    min_lr_ratio: float = opt(0.0, check=FRACTION)
     """Learning rate at the end of the decay, as a fraction of `lr`."""
-    warmup_steps: int = 20
+    warmup_steps: int = opt(20, check=COUNT)
     """Linear warmup steps (warmup–stable–decay over the total steps, continuous across phases)."""
-    decay_frac: float = 0.2
+    decay_frac: float = opt(0.2, check=FRACTION)
     """Fraction of the total steps spent in the final linear decay (the paper uses 0.1)."""
-    weight_decay: float = 0.1
+    weight_decay: float = opt(0.1, check=Range(0))
     """AdamW weight decay on the linear layers' matrices (LM head included); none on the input embedding or norm gains."""
-    beta1: float = 0.9
+    beta1: float = opt(0.9, check=Range(0, 1, hi_open=True))
     """AdamW β1 (the paper: 0.9)."""
-    beta2: float = 0.95
+    beta2: float = opt(0.95, check=Range(0, 1, hi_open=True))
     """AdamW β2 (the paper: 0.95)."""
-    eps: float = 1e-8
+    eps: float = opt(1e-8, check=Range(0, lo_open=True))
     """AdamW epsilon."""
-    grad_clip: float = 1.0
+    grad_clip: float = opt(1.0, check=Range(0))
     """Clip the global gradient norm to this value (0 = off)."""
-    device: str = "auto"
-    """`auto` (CUDA when available, else CPU), `cpu`, `cuda`, `cuda:1`…"""
-    dtype: str = "auto"
+    device: str = opt("auto", numbers=False, check=Pattern(r"auto|cpu|mps|cuda(:\d+)?", "auto, cpu, mps, cuda or cuda:N"))
+    """`auto` (CUDA when available, else CPU), `cpu`, `cuda`, `cuda:1`… (a run may move between machines: only rounding changes)."""
+    dtype: str = opt("auto", check=OneOf(("auto", "bf16", "fp32")))
     """Autocast dtype: `auto` (bf16 on CUDA, fp32 on CPU), `bf16`, `fp32`."""
-    compile: bool = False
-    """Wrap the model in `torch.compile` (one recompile at the phase transition)."""
-    fused_loss: bool = True
+    compile: bool = opt(False, numbers=False)
+    """Compile the transformer blocks with `torch.compile` (only rounding changes)."""
+    fused_loss: bool = opt(True)
     """Use the chunked fused LM-head + loss (never materialises the full logits)."""
-    threads: int = 0
+    threads: int = opt(0, numbers=False, check=Range(0, 4096))
     """CPU threads for torch (0 = torch's default)."""
 
 
 @dataclass
-class TSTSection:
-    mode: str = "tst"
-    """`baseline`, `tst`, `input-only` or `output-only` (the paper's ablations)."""
-    bag_size: int = 4
-    """Tokens per bag `s` in the superposition phase."""
-    superposition_frac: float = 0.3
-    """Fraction `r` of the steps in the superposition phase (0 = baseline, 1 = no recovery)."""
-    weights: str = "uniform"
-    """MCE weighting over the bag: `uniform`, `power` (1/i), `exp` (e^-i) or `first`."""
-    reset_optimizer: bool = False
+class TSTSection(tst.TSTConfig):
+    """The core's :class:`tst.TSTConfig` (bag size, fraction, mode, weighting) plus the trainer's ablations."""
+    reset_optimizer: bool = opt(False)
     """Reset the AdamW moments at the transition (ablation; the default carries them over)."""
-    reinit_embeddings: bool = False
+    reinit_embeddings: bool = opt(False)
     """Re-initialise the input embedding and LM head at the transition (the paper's Table 2 ablation)."""
 
 
 @dataclass
 class EvalSection:
-    every: int = 50
+    every: int = opt(50, numbers=False, check=COUNT)
     """Evaluate every N steps (and always at the end; 0 = only at the end)."""
-    tokens: int = 65536
+    tokens: int = opt(65536, check=POSITIVE_COUNT)
     """Fixed held-out token budget for each evaluation (standard next-token CE, whatever the phase)."""
-    batch_size: int = 16
+    batch_size: int = opt(16, numbers=False, check=POSITIVE_COUNT)
     """Rows per evaluation forward pass."""
 
 
 @dataclass
 class CheckpointSection:
-    every: int = 0
+    every: int = opt(0, numbers=False, check=COUNT)
     """Checkpoint every N steps (0 = only at the phase boundary, on a stop signal and at the end)."""
-    keep: int = 2
+    keep: int = opt(2, numbers=False, check=POSITIVE_COUNT)
     """Keep the last K checkpoints."""
 
 
 @dataclass
 class LogSection:
-    progress: bool = True
+    progress: bool = opt(True, numbers=False)
     """Show a progress bar (on a terminal)."""
-    tensorboard: bool = True
+    tensorboard: bool = opt(True, numbers=False)
     """Write TensorBoard logs to RUN_DIR/tb (when tensorboard is installed)."""
-    wandb: bool = False
+    wandb: bool = opt(False, numbers=False)
     """Also log to Weights & Biases (when wandb is installed)."""
-    wandb_project: str = "token-superposition"
+    wandb_project: str = opt("token-superposition", numbers=False)
     """W&B project name."""
-    peak_tflops: float = 0.0
+    peak_tflops: float = opt(0.0, numbers=False, check=Range(0))
     """Hardware peak in TFLOP/s for MFU (0 = detect for known GPUs, otherwise no MFU)."""
 
 
@@ -143,35 +201,58 @@ class Config:
         return dataclasses.asdict(self)
 
     def validate(self) -> "Config":
-        """Check value ranges; raise UserError naming the flag to change."""
-        t, s = self.train, self.tst
-        checks = [
-            (t.steps >= 1, "--train.steps must be >= 1"),
-            (t.batch_size >= 1, "--train.batch_size must be >= 1"),
-            (t.micro_batch_size >= 0, "--train.micro_batch_size must be >= 0"),
-            (t.seq_len >= 1, "--train.seq_len must be >= 1"),
-            (t.lr > 0, "--train.lr must be > 0"),
-            (0 <= t.decay_frac <= 1, "--train.decay_frac must be in [0, 1]"),
-            (t.warmup_steps >= 0, "--train.warmup_steps must be >= 0"),
-            (t.dtype in ("auto", "bf16", "fp32"), "--train.dtype must be auto, bf16 or fp32"),
-            (s.bag_size >= 1, "--tst.bag_size must be >= 1"),
-            (0 <= s.superposition_frac <= 1, "--tst.superposition_frac must be in [0, 1]"),
-            (s.weights in ("uniform", "power", "exp", "first"), "--tst.weights must be uniform, power, exp or first"),
-            (self.eval.every >= 0 and self.eval.tokens >= 1, "--eval.every must be >= 0 and --eval.tokens >= 1"),
-            (self.checkpoint.keep >= 1, "--checkpoint.keep must be >= 1"),
-        ]
-        for ok, msg in checks:
-            if not ok:
-                raise UserError(msg)
-        from tst import MODES
-        if s.mode not in MODES:
-            raise UserError(f"--tst.mode {s.mode!r} is not one of: {', '.join(MODES)}")
+        """Check every field against its declaration (and the core's TST rules); raise UserError naming the flag."""
+        for key, f, value in iter_fields(self):
+            _check_value(key, f, value)
+        try:
+            self.tst.validate()
+        except ValueError as e:
+            raise UserError(f"--tst.{e}") from None
         return self
+
+    def numbers(self) -> dict:
+        """``{"section.field": value}`` of every field that changes the numbers of a run."""
+        return {key: value for key, f, value in iter_fields(self) if f.metadata.get("numbers", True)}
+
+    def get(self, key: str):
+        section, name = key.split(".", 1)
+        return getattr(getattr(self, section), name)
+
+
+def iter_fields(cfg: Config):
+    """``(dotted key, dataclass field, value)`` for every field of every section."""
+    for sf in dataclasses.fields(cfg):
+        section = getattr(cfg, sf.name)
+        for f in dataclasses.fields(section):
+            yield f"{sf.name}.{f.name}", f, getattr(section, f.name)
+
+
+def numbers_differ(a: Config, b: Config) -> list[str]:
+    """The fields that change the numbers and differ between ``a`` and ``b``, as ``key: a → b`` lines."""
+    na, nb = a.numbers(), b.numbers()
+    return [f"{k}: {na[k]!r} → {nb[k]!r}" for k in na if na[k] != nb[k]]
+
+
+def _check_value(key: str, f: dataclasses.Field, value) -> None:
+    typ = _field_type(f)
+    if typ is float and isinstance(value, (int, float)) and not isinstance(value, bool) and not math.isfinite(value):
+        raise UserError(f"--{key} must be a finite number, got {value!r}")
+    if typ is int and isinstance(value, int) and abs(value) > INT_MAX:
+        raise UserError(f"--{key} = {value} is too large")
+    check = f.metadata.get("check")
+    if check is not None and not check.ok(value):
+        raise UserError(f"--{key} must be {check}, got {value!r}")
+
+
+_TYPES = {"int": int, "float": float, "str": str, "bool": bool}
+
+
+def _field_type(f: dataclasses.Field) -> type:
+    return _TYPES[f.type] if isinstance(f.type, str) else f.type
 
 
 def _sections() -> dict[str, type]:
-    return {f.name: f.type if isinstance(f.type, type) else typing.get_type_hints(Config)[f.name]
-            for f in dataclasses.fields(Config)}
+    return {f.name: typing.get_type_hints(Config)[f.name] for f in dataclasses.fields(Config)}
 
 
 def _coerce(value, typ: type, key: str):
@@ -185,16 +266,26 @@ def _coerce(value, typ: type, key: str):
                 if text.lower() in ("false", "0", "no", "off"):
                     return False
                 raise ValueError
-            return typ(float(text)) if typ is int and "e" in text.lower() else typ(text)
-        except ValueError:
-            raise UserError(f"{key}: cannot read {value!r} as {typ.__name__}") from None
+            if typ is int:
+                return _whole(float(text) if re.search(r"[.eE]", text) else int(text), key, value)
+            return float(text)
+        except (ValueError, OverflowError):
+            raise UserError(f"--{key}: cannot read {value!r} as {'true/false' if typ is bool else typ.__name__}") from None
     if typ is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
-    if typ is int and isinstance(value, float) and value.is_integer():
-        return int(value)
+    if typ is int and isinstance(value, float):
+        return _whole(value, key, value)
     if not isinstance(value, typ) or (typ is int and isinstance(value, bool)):
-        raise UserError(f"{key}: expected {typ.__name__}, got {value!r}")
+        raise UserError(f"--{key}: expected {typ.__name__}, got {value!r}")
     return value
+
+
+def _whole(x, key: str, shown) -> int:
+    if isinstance(x, float) and not (math.isfinite(x) and x.is_integer()):
+        raise UserError(f"--{key} must be a whole number, got {shown!r}")
+    if abs(x) > INT_MAX:
+        raise UserError(f"--{key} = {shown} is too large")
+    return int(x)
 
 
 def set_value(cfg: Config, dotted: str, value) -> None:
@@ -226,9 +317,19 @@ def load_toml(path: str | Path) -> dict:
     if not path.is_file():
         raise UserError(f"config file {path} does not exist")
     try:
-        return tomllib.loads(path.read_text())
+        return tomllib.loads(path.read_bytes().decode("utf-8"))
+    except UnicodeDecodeError:
+        raise UserError(f"config file {path} is not UTF-8 text") from None
     except tomllib.TOMLDecodeError as e:
         raise UserError(f"config file {path} is not valid TOML: {e}") from None
+    except OSError as e:
+        raise UserError(f"config file {path} cannot be read: {e.strerror}") from None
+
+
+def from_mapping(data: dict, source: str) -> Config:
+    cfg = Config()
+    apply_mapping(cfg, data, source)
+    return cfg
 
 
 def to_toml(cfg: Config) -> str:
@@ -243,21 +344,21 @@ def to_toml(cfg: Config) -> str:
 
 
 def field_docs() -> dict[str, str]:
-    """``{"section.field": attribute docstring}``, read from this module's source (for ``--help``)."""
+    """``{"section.field": attribute docstring}``, read from the sections' source (for ``--help``)."""
     import ast
     import inspect
-    import sys
-    tree = ast.parse(inspect.getsource(sys.modules[__name__]))
-    section_of = {f.type if isinstance(f.type, str) else f.type.__name__: f.name for f in dataclasses.fields(Config)}
     docs = {}
-    for node in tree.body:
-        if not isinstance(node, ast.ClassDef) or node.name not in section_of:
-            continue
-        for stmt, nxt in zip(node.body, node.body[1:] + [None]):
-            if isinstance(stmt, ast.AnnAssign) and isinstance(stmt.target, ast.Name):
-                doc = nxt.value.value if (isinstance(nxt, ast.Expr) and isinstance(nxt.value, ast.Constant)
-                                          and isinstance(nxt.value.value, str)) else ""
-                docs[f"{section_of[node.name]}.{stmt.target.id}"] = " ".join(doc.split())
+    for sf in dataclasses.fields(Config):
+        for cls in reversed(typing.get_type_hints(Config)[sf.name].__mro__):
+            if not dataclasses.is_dataclass(cls) or cls is object:
+                continue
+            tree = ast.parse(inspect.getsource(cls).strip())
+            body = tree.body[0].body
+            for stmt, nxt in zip(body, body[1:] + [None]):
+                if isinstance(stmt, ast.AnnAssign) and isinstance(stmt.target, ast.Name):
+                    doc = nxt.value.value if (isinstance(nxt, ast.Expr) and isinstance(nxt.value, ast.Constant)
+                                              and isinstance(nxt.value.value, str)) else ""
+                    docs[f"{sf.name}.{stmt.target.id}"] = " ".join(doc.split())
     return docs
 
 

@@ -5,6 +5,7 @@ and every function here is then a no-op, so the training loop has no ``if distri
 """
 from __future__ import annotations
 
+import contextlib
 import os
 from dataclasses import dataclass
 
@@ -43,6 +44,27 @@ def init(device_pref: str = "auto") -> DistInfo:
     if world > 1 and not dist.is_initialized():
         dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
     return DistInfo(rank, world, local_rank, device)
+
+
+def autocast_dtype(want: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype of a run: ``auto`` is bf16 on CUDA and none (fp32) elsewhere."""
+    if want == "auto":
+        want = "bf16" if device.type == "cuda" else "fp32"
+    return torch.bfloat16 if want == "bf16" else None
+
+
+def autocast(device: torch.device, dtype: torch.dtype | None):
+    """The one autocast context of training and evaluation (a no-op without a dtype)."""
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def rank_world() -> tuple[int, int]:
+    """(rank, world size) of this process (0, 1 without a process group)."""
+    if dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
 
 
 def cleanup() -> None:

@@ -22,7 +22,7 @@ class Validator:
                  bytes_per_token: float, device: torch.device) -> None:
         rows = torch.cat(list(val_batches(val_tokens, seq_len, budget_tokens, batch_size=1024)))  # (R, L+1)
         # Under FSDP every rank must run the same number of forward passes: a multiple of the world size.
-        world = _rank_world()[1]
+        world = distributed.rank_world()[1]
         keep = len(rows) // world * world
         if keep == 0:
             from .errors import UserError
@@ -40,12 +40,12 @@ class Validator:
         was_training = objective.training
         objective.eval()
         # Each rank evaluates its share of the rows; sums are reduced so every rank sees the same value.
-        info_rank, info_world = _rank_world()
+        info_rank, info_world = distributed.rank_world()
         total = torch.zeros(2, dtype=torch.float64, device=self.device)
         rows = self.rows[info_rank::info_world]
         for i in range(0, len(rows), self.batch_size):
             batch = rows[i:i + self.batch_size].to(self.device)
-            with _autocast(self.device, autocast_dtype):
+            with distributed.autocast(self.device, autocast_dtype):
                 loss = objective(batch[:, :-1], batch[:, 1:, None])  # targets (B, L, 1): plain next-token CE
             total += torch.tensor([loss.item(), batch[:, 1:].numel()], dtype=torch.float64, device=self.device)
         total = distributed.all_reduce_sum(total)
@@ -53,17 +53,3 @@ class Validator:
         val_loss = (total[0] / total[1]).item()
         bpb = val_loss / math.log(2) / self.bytes_per_token if self.bytes_per_token else None
         return {"val_loss": val_loss, "val_bpb": bpb, "val_tokens": int(total[1].item())}
-
-
-def _rank_world() -> tuple[int, int]:
-    import torch.distributed as dist
-    if dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
-
-
-def _autocast(device: torch.device, dtype: torch.dtype | None):
-    if dtype is None:
-        import contextlib
-        return contextlib.nullcontext()
-    return torch.autocast(device_type=device.type, dtype=dtype)

@@ -21,7 +21,7 @@ import torch
 from .errors import UserError
 from .model import ModelConfig
 
-__all__ = ["export_hf", "from_hf_state_dict", "hf_config_dict", "to_hf_state_dict"]
+__all__ = ["export_hf", "export_run", "from_hf_state_dict", "hf_config_dict", "load_run_model", "to_hf_state_dict"]
 
 EOS_TOKEN = "<|endoftext|>"
 
@@ -213,3 +213,35 @@ def _from_hf_key(key: str) -> str:
     if m is None or m.group(2) not in _HF_LAYER:
         raise ValueError(f"unexpected Hugging Face parameter {key!r} for a Llama model")
     return f"layers.{m.group(1)}.{_HF_LAYER[m.group(2)]}"
+
+
+def load_run_model(run_dir: Path):
+    """Rebuild a run's model and load the weights of its latest checkpoint → (model, model_cfg, cfg, meta)."""
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.state_dict import get_model_state_dict, set_model_state_dict
+
+    from . import rundir
+    from .checkpoint import list_checkpoints, quiet_dcp
+    from .data.loader import check_data_dir
+    from .model import Transformer
+    from .train import build_model
+    cfg = rundir.read_config(run_dir)
+    found = list_checkpoints(run_dir / "checkpoints")
+    if not found:
+        raise UserError(f"{run_dir} has no checkpoint to export (train it first, or to the end)")
+    meta = check_data_dir(cfg.data.path)
+    mcfg = build_model(cfg, meta["vocab_size"])
+    model = Transformer(mcfg)
+    state = {"model": get_model_state_dict(model)}
+    with quiet_dcp():
+        dcp.load(state, checkpoint_id=str(found[-1]))
+    set_model_state_dict(model, state["model"])
+    return model.eval(), mcfg, cfg, meta
+
+
+def export_run(run_dir: Path, out: Path) -> None:
+    """``tst export``: a run directory's latest checkpoint → a Hugging Face ``LlamaForCausalLM`` directory."""
+    model, mcfg, cfg, meta = load_run_model(run_dir)
+    tok = Path(cfg.data.path) / "tokenizer.json"
+    export_hf(model, mcfg, out, tokenizer_file=tok if tok.is_file() else None, eos_id=meta.get("eos_id"),
+              dtype=torch.float32)

@@ -16,6 +16,13 @@ from . import distributed
 METRICS_FILE = "metrics.jsonl"
 
 
+def mfu(flops_per_second: float, peak_flops: float | None) -> float | None:
+    """Model FLOPs utilisation (FLOPs counted on positions), or ``None`` when the hardware peak is unknown."""
+    if not peak_flops:
+        return None
+    return flops_per_second / peak_flops
+
+
 def read_metrics(run_dir: str | Path) -> list[dict]:
     path = Path(run_dir) / METRICS_FILE
     if not path.is_file():

@@ -279,5 +279,5 @@ class Transformer(nn.Module):
     def flops_per_position(self, seq_len: int) -> float:
         """Training (forward+backward) FLOPs per position at a context of ``seq_len`` latent positions."""
         c = self.config
-        n = tst.decoder_matmul_params(c.dim, c.n_layers, c.n_heads, c.n_kv_heads, c.ffn_dim, c.vocab_size)
-        return tst.training_flops_per_position(n, c.n_layers, c.dim, seq_len)
+        return tst.flops_per_position(dim=c.dim, n_layers=c.n_layers, n_heads=c.n_heads, n_kv_heads=c.n_kv_heads,
+                                      ffn_dim=c.ffn_dim, vocab_size=c.vocab_size, seq_len=seq_len)

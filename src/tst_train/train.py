@@ -10,11 +10,11 @@ same weights, same optimizer state, same continuous learning-rate schedule — u
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import signal
 import statistics
 import time
-from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -22,12 +22,12 @@ import torch
 
 import tst
 
-from . import checkpoint, distributed
+from . import checkpoint, distributed, rundir
 from .config import Config
 from .data.loader import TokenLoader, check_data_dir, load_split
 from .errors import UserError
 from .evaluate import Validator
-from .metrics import MetricsWriter, truncate_after
+from .metrics import MetricsWriter, mfu, truncate_after
 from .model import Transformer, model_config
 from .objective import TrainObjective
 from .optim import build_optimizer, lr_at, reset_moments, set_lr
@@ -49,6 +49,7 @@ class TrainState:
     loader: dict = field(default_factory=dict)
     step_times: list = field(default_factory=list)
     best_val_loss: float = math.inf
+    last_val_loss: float | None = None  # the latest evaluation (so a resumed finished run still reports it)
     rng: dict = field(default_factory=dict)
 
 
@@ -100,10 +101,9 @@ def build_model(cfg: Config, vocab_size: int):
 
 def make_schedule(cfg: Config) -> tst.TSTSchedule:
     try:
-        return tst.TSTSchedule(cfg.train.steps, cfg.tst.bag_size, cfg.tst.superposition_frac,
-                               mode=cfg.tst.mode, weights=cfg.tst.weights)
+        return cfg.tst.schedule(cfg.train.steps)
     except ValueError as e:
-        raise UserError(str(e)) from None
+        raise UserError(f"--tst.{e}") from None
 
 
 def plan(cfg: Config, meta: dict) -> dict:
@@ -147,20 +147,10 @@ def format_plan(p: dict) -> str:
 
 
 def fingerprint(cfg: Config, mcfg, meta: dict) -> dict:
-    """What must match for a checkpoint to resume into this run."""
-    t, s = cfg.train, cfg.tst
-    return {"model": asdict(mcfg), "data": [meta["vocab_size"], meta["splits"]["train"]["tokens"]],
-            "schedule": [t.steps, s.mode, s.bag_size, s.superposition_frac, s.weights, s.reset_optimizer,
-                         s.reinit_embeddings],
-            "batch": [t.batch_size, t.seq_len], "optim": [t.lr, t.min_lr_ratio, t.warmup_steps, t.decay_frac,
-                                                          t.weight_decay, t.beta1, t.beta2, t.eps, t.grad_clip]}
-
-
-def _autocast_dtype(cfg: Config, device: torch.device) -> torch.dtype | None:
-    want = cfg.train.dtype
-    if want == "auto":
-        want = "bf16" if device.type == "cuda" else "fp32"
-    return torch.bfloat16 if want == "bf16" else None
+    """What must match for a checkpoint to resume into this run: every config field that changes the
+    numbers (as each field declares), the resolved model shape and the data's identity."""
+    return {"config": cfg.numbers(), "model": asdict(mcfg),
+            "data": [meta["vocab_size"], meta["splits"]["train"]["tokens"]]}
 
 
 def _peak_flops(cfg: Config, device: torch.device, world: int) -> float | None:
@@ -193,7 +183,7 @@ class Trainer:
             raise UserError(f"--train.micro_batch_size {self.micro_rows} does not divide the {self.local_rows} rows per rank")
         self.schedule = make_schedule(cfg)
         self.device = self.dist.device
-        self.autocast_dtype = _autocast_dtype(cfg, self.device)
+        self.autocast_dtype = distributed.autocast_dtype(cfg.train.dtype, self.device)
         torch.manual_seed(t.seed)
         with torch.device("meta"):
             self.model = Transformer(self.mcfg)
@@ -214,7 +204,6 @@ class Trainer:
         self.fingerprint = fingerprint(cfg, self.mcfg, self.meta)
         self.ckpt_root = run_dir / "checkpoints"
         self.state = TrainState()
-        self.final_val_loss = None
         if resume:
             self._resume()
 
@@ -247,16 +236,16 @@ class Trainer:
         set_lr(self.optimizer, lr)
         rows = self.loader.next_batch(t.batch_size, phase.tokens_per_row(t.seq_len), phase.data_tokens_per_row(t.seq_len))
         check_token_ids(rows, self.mcfg.vocab_size, self.cfg.data.path)  # on the CPU copy: no device sync
-        inputs, targets = phase.fold(rows.to(self.device), t.seq_len)  # (b, L, s), (b, L, t)
+        inputs, targets = phase.fold(rows.to(self.device), t.seq_len)  # (b, L, s), ids (b, L, t) + weighting
         # Normalise by the *global* weighted count of valid targets so that accumulation and data
         # parallelism give exactly the gradient of one big batch.
-        norm = distributed.all_reduce_sum(tst.multi_hot_weight_sum(targets, phase.weights).double()).item()
+        norm = distributed.all_reduce_sum(tst.multi_hot_weight_sum(targets).double()).item()
         # FSDP2 averages gradients over ranks; scaling by world size turns that average into the sum.
         scale = self.dist.world_size / norm
         loss_sum = torch.zeros((), dtype=torch.float64, device=self.device)
         for i in range(0, self.local_rows, self.micro_rows):
-            with self._autocast():
-                part = self.objective(inputs[i:i + self.micro_rows], targets[i:i + self.micro_rows], phase.weights)
+            with distributed.autocast(self.device, self.autocast_dtype):
+                part = self.objective(inputs[i:i + self.micro_rows], targets.rows(i, i + self.micro_rows))
             (part * scale).backward()
             loss_sum += part.detach().double()
         grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), t.grad_clip or math.inf)
@@ -265,15 +254,10 @@ class Trainer:
         loss = distributed.all_reduce_sum(loss_sum).item() / norm  # .item() is the step's one sync point
         return {"loss": loss, "lr": lr, "grad_norm": float(grad_norm)}
 
-    def _autocast(self):
-        if self.autocast_dtype is None:
-            return nullcontext()
-        return torch.autocast(device_type=self.device.type, dtype=self.autocast_dtype)
-
     def on_transition(self) -> None:
         """Ablations at the phase boundary; by default nothing happens (weights and moments carry over)."""
-        s = self.cfg.tst
-        if s.reinit_embeddings:
+        ablation = self.cfg.tst
+        if ablation.reinit_embeddings:
             head, emb = self.model.lm_head.weight, self.model.tok_embeddings.weight
             gen_state = torch.get_rng_state()
             torch.manual_seed(self.cfg.train.seed + 1)  # deterministic, independent of the run so far
@@ -282,7 +266,7 @@ class Trainer:
                     torch.nn.init.normal_(w, mean=0.0, std=self.mcfg.init_std)
             torch.set_rng_state(gen_state)
             reset_moments(self.optimizer, [head, emb])  # fresh weights get fresh moments
-        if s.reset_optimizer:
+        if ablation.reset_optimizer:
             reset_moments(self.optimizer)
 
     # ------------------------------------------------------------------ the loop
@@ -297,7 +281,7 @@ class Trainer:
             while st.step < t.steps:
                 step = st.step
                 phase = self.schedule.phase_at(step)
-                if step == self.schedule.transition_step and step > 0:
+                if self.schedule.is_transition(step):
                     self.on_transition()
                 t0 = time.perf_counter()
                 out = self.train_step(step, phase)  # all ranks participate
@@ -310,13 +294,13 @@ class Trainer:
                 if not math.isfinite(out["loss"]):
                     raise UserError(f"the loss became {out['loss']} at step {st.step}; lower --train.lr "
                                     f"or check the data")
-                if self._should_eval():
+                if self.due(cfg.eval.every):
                     writer.log(self._evaluate(phase, wall_start))
-                if self._should_checkpoint():
+                if self.due(cfg.checkpoint.every):
                     self.save_checkpoint()
                 if distributed.any_rank(stop.signum is not None, self.device):
                     interrupted = signal.Signals(stop.signum or signal.SIGTERM).name
-                    if not self._should_checkpoint():
+                    if not self.due(cfg.checkpoint.every):
                         self.save_checkpoint()
                     break
         bar.close()
@@ -340,24 +324,19 @@ class Trainer:
                 "target_bag_size": phase.target_bag_size, **out,
                 "data_tokens": st.data_tokens, "positions": st.positions, "flops": st.flops,
                 "step_time": dt, "data_tokens_per_s": t.batch_size * phase.data_tokens_per_row(t.seq_len) / dt,
-                "positions_per_s": positions_per_s, "mfu": tst.mfu(flops_per_s, self.peak_flops),
+                "positions_per_s": positions_per_s, "mfu": mfu(flops_per_s, self.peak_flops),
                 "epoch": self.loader.epoch}
 
-    def _should_eval(self) -> bool:
-        every, step = self.cfg.eval.every, self.state.step
-        boundary = step == self.schedule.transition_step and 0 < step < self.cfg.train.steps
-        return step == self.cfg.train.steps or boundary or (every > 0 and step % every == 0)
-
-    def _should_checkpoint(self) -> bool:
-        every, step = self.cfg.checkpoint.every, self.state.step
-        boundary = step == self.schedule.transition_step and 0 < step < self.cfg.train.steps
-        return step == self.cfg.train.steps or boundary or (every > 0 and step % every == 0)
+    def due(self, every: int) -> bool:
+        """After the step just completed: at the end, at the phase boundary, and every ``every`` steps (0 = never)."""
+        step = self.state.step
+        return step == self.cfg.train.steps or self.schedule.is_transition(step) or (every > 0 and step % every == 0)
 
     def _evaluate(self, phase: tst.Phase, wall_start: float) -> dict:
         st = self.state
         res = self.validator.evaluate(self.objective, self.autocast_dtype)
         st.best_val_loss = min(st.best_val_loss, res["val_loss"])
-        self.final_val_loss = res["val_loss"]
+        st.last_val_loss = res["val_loss"]
         return {"step": st.step, "phase": phase.name, **res, "data_tokens": st.data_tokens,
                 "positions": st.positions, "flops": st.flops, "train_time": st.train_time,
                 "wall_time": time.perf_counter() - wall_start}
@@ -370,9 +349,40 @@ class Trainer:
                 "train_time": st.train_time, "wall_time": wall_time,
                 "step_time_median": statistics.median(st.step_times) if st.step_times else None,
                 "best_val_loss": st.best_val_loss if math.isfinite(st.best_val_loss) else None,
-                "final_val_loss": self.final_val_loss,
+                "final_val_loss": st.last_val_loss,
                 "epochs": st.data_tokens / self.meta["splits"]["train"]["tokens"],
                 "params": self.model.num_params()}
+
+
+def run_training(cfg: Config, out: Path, resume: bool = False) -> dict:
+    """Train into run directory ``out`` (a new one, or an existing one with ``resume``): the Python API.
+
+    Everything is checked — config, data, model shape, checkpoint — before anything is written, so a
+    failed start leaves no run directory behind. Writes ``plan.json`` and, when the run ends or stops,
+    ``summary.json``; returns the summary (``completed`` is False after a stop signal).
+    """
+    cfg.validate()
+    distributed.init(cfg.train.device)
+    main = distributed.is_main()
+    with contextlib.ExitStack() as held:
+        if resume and main:
+            held.enter_context(rundir.locked(out))
+        elif main:
+            rundir.check_new(out)
+        trainer = Trainer(cfg, out, resume)
+        p = plan(cfg, trainer.meta)
+        if not resume and main:
+            rundir.create(out, cfg)
+            held.enter_context(rundir.locked(out))
+        distributed.barrier()
+        if main:
+            rundir.write_json(out / rundir.PLAN_FILE, p)
+            if not resume:
+                print(format_plan(p))
+        summary = trainer.run()
+        if main:
+            rundir.write_json(out / rundir.SUMMARY_FILE, summary)
+    return summary
 
 
 def _progress(cfg: Config, initial: int, total: int):

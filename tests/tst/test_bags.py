@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tst import IGNORE_INDEX, bag_inputs, next_bag_targets, window_targets
+from tst.bags import IGNORE_INDEX, bag_inputs, next_bag_targets, window_targets
 
 IGN = IGNORE_INDEX
 

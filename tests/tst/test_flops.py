@@ -2,9 +2,11 @@
 from __future__ import annotations
 
 import pytest
+import torch
 from torch import nn
 
-from tst import decoder_matmul_params, mfu, training_flops_per_position
+from tst.flops import decoder_matmul_params, flops_per_position, training_flops_per_position
+from tst_train.metrics import mfu
 
 
 def test_training_flops_hand_arithmetic():
@@ -62,3 +64,17 @@ def test_mfu():
     assert mfu(5e12, 1e13) == 0.5
     assert mfu(5e12, None) is None
     assert mfu(5e12, 0) is None
+
+
+def test_flops_per_position_is_the_models_formula():
+    """The one formula: the trainer's model reports exactly what tst.flops_per_position computes."""
+    from tst_train.model import Transformer, model_config
+    cfg = model_config("tiny", 512)
+    with torch.device("meta"):
+        model = Transformer(cfg)
+    expected = training_flops_per_position(
+        decoder_matmul_params(cfg.dim, cfg.n_layers, cfg.n_heads, cfg.n_kv_heads, cfg.ffn_dim, cfg.vocab_size),
+        cfg.n_layers, cfg.dim, 64)
+    assert model.flops_per_position(64) == expected == flops_per_position(
+        dim=cfg.dim, n_layers=cfg.n_layers, n_heads=cfg.n_heads, n_kv_heads=cfg.n_kv_heads, ffn_dim=cfg.ffn_dim,
+        vocab_size=cfg.vocab_size, seq_len=64)

@@ -14,9 +14,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from tst import next_bag_targets
-from tst.loss import (fused_linear_multi_hot_cross_entropy, multi_hot_cross_entropy, multi_hot_weight_sum,
-                      resolve_weights)
+from tst.bags import next_bag_targets
+from tst.fused import fused_linear_multi_hot_cross_entropy
+from tst.loss import multi_hot_cross_entropy, multi_hot_weight_sum
+from tst.weights import resolve_weights
 
 IGN = -100
 NAMED = ["uniform", "power", "exp", "first"]

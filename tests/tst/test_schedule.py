@@ -4,7 +4,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tst import IGNORE_INDEX, MODES, Phase, TSTSchedule
+from tst import Phase, TSTSchedule
+from tst.bags import IGNORE_INDEX
+from tst.schedule import MODES
 
 IGN = IGNORE_INDEX
 
@@ -74,9 +76,9 @@ def test_fold_tst():
     assert phase.tokens_per_row(2) == 7  # L·s inputs + 1 label lookahead
     inputs, targets = phase.fold(rows(7), 2)
     assert inputs.tolist()[0] == [[0, 1, 2], [3, 4, 5]]
-    assert targets.tolist()[0] == [[3, 4, 5], [6, IGN, IGN]]
+    assert targets.ids.tolist()[0] == [[3, 4, 5], [6, IGN, IGN]]
     assert inputs.tolist()[1] == [[100, 101, 102], [103, 104, 105]]
-    assert targets.tolist()[1] == [[103, 104, 105], [106, IGN, IGN]]
+    assert targets.ids.tolist()[1] == [[103, 104, 105], [106, IGN, IGN]]
 
 
 def test_fold_input_only():
@@ -84,7 +86,7 @@ def test_fold_input_only():
     assert (phase.bag_size, phase.target_bag_size) == (3, 1)
     inputs, targets = phase.fold(rows(7), 2)
     assert inputs.tolist()[0] == [[0, 1, 2], [3, 4, 5]]
-    assert targets.tolist()[0] == [[3], [6]]  # the first token of the next bag
+    assert targets.ids.tolist()[0] == [[3], [6]]  # the first token of the next bag
 
 
 def test_fold_output_only():
@@ -93,7 +95,7 @@ def test_fold_output_only():
     assert phase.tokens_per_row(4) == 7  # L inputs + s lookahead
     inputs, targets = phase.fold(rows(7), 4)
     assert inputs.tolist()[0] == [[0], [1], [2], [3]]
-    assert targets.tolist()[0] == [[1, 2, 3], [2, 3, 4], [3, 4, 5], [4, 5, 6]]
+    assert targets.ids.tolist()[0] == [[1, 2, 3], [2, 3, 4], [3, 4, 5], [4, 5, 6]]
 
 
 def test_fold_recovery():
@@ -101,7 +103,7 @@ def test_fold_recovery():
     assert phase.tokens_per_row(4) == 5
     inputs, targets = phase.fold(rows(5), 4)
     assert inputs.tolist()[1] == [[100], [101], [102], [103]]
-    assert targets.tolist()[1] == [[101], [102], [103], [104]]
+    assert targets.ids.tolist()[1] == [[101], [102], [103], [104]]
 
 
 def test_fold_wrong_row_length():
@@ -130,3 +132,34 @@ def test_data_tokens_partial_run():
     sched = TSTSchedule(10, 4, 0.3)
     # 3 superposition steps at 4·L tokens, then 2 recovery steps at L tokens.
     assert sched.data_tokens(2, 16, steps=5) == 3 * 2 * 64 + 2 * 2 * 16
+
+
+def test_fold_hands_the_loss_its_weighting():
+    """The targets of a phase carry its weighting, so a loss cannot silently train with another one."""
+    import tst
+    phase = tst.TSTConfig(bag_size=3, superposition_frac=0.5, weights="power").schedule(10).phase_at(0)
+    _, targets = phase.fold(rows(7), 2)
+    assert targets.weights == "power"
+    logits = torch.randn(2, 2, 200, generator=torch.Generator().manual_seed(0))
+    by_targets = tst.multi_hot_cross_entropy(logits, targets)
+    assert torch.equal(by_targets, tst.multi_hot_cross_entropy(logits, targets.ids, weights="power"))
+    assert not torch.equal(by_targets, tst.multi_hot_cross_entropy(logits, targets.ids))  # uniform differs
+    with pytest.raises(ValueError, match="carries its own weighting"):
+        tst.multi_hot_cross_entropy(logits, targets, weights="uniform")
+    assert torch.equal(tst.multi_hot_weight_sum(targets), tst.multi_hot_weight_sum(targets.ids, "power"))
+    assert targets.rows(1, 2).ids.shape == (1, 2, 3) and targets.rows(1, 2).weights == "power"
+
+
+def test_config_schedule_and_transition():
+    import tst
+    cfg = tst.TSTConfig(bag_size=4, superposition_frac=0.25)
+    sched = cfg.schedule(100)
+    assert sched.transition_step == 25 and [p.name for _, _, p in sched.phases] == ["superposition", "recovery"]
+    assert [s for s in range(101) if sched.is_transition(s)] == [25]
+    assert not any(tst.TSTConfig(mode="baseline").schedule(10).is_transition(s) for s in range(11))
+    assert not any(tst.TSTConfig(superposition_frac=1.0).schedule(10).is_transition(s) for s in range(11))
+    for bad, field in [(dict(bag_size=0), "bag_size"), (dict(superposition_frac=1.5), "superposition_frac"),
+                       (dict(superposition_frac=float("nan")), "superposition_frac"), (dict(mode="x"), "mode"),
+                       (dict(weights="x"), "weights")]:
+        with pytest.raises(ValueError, match=field):
+            tst.TSTConfig(**bad).validate()

@@ -30,7 +30,9 @@ from torch import nn
 from torch.utils.data import IterableDataset, get_worker_info
 
 from ..embedding import superpose
-from ..loss import fused_linear_multi_hot_cross_entropy, multi_hot_cross_entropy
+from ..flops import training_flops_per_position
+from ..fused import fused_linear_multi_hot_cross_entropy
+from ..loss import multi_hot_cross_entropy
 from ..schedule import Phase, TSTSchedule
 
 try:
@@ -116,11 +118,10 @@ class TSTTokenStream(IterableDataset):
         self.rows_per_step = rows_per_step
 
     def _segments(self):
-        """``(first_step, end_step, phase)``: superposition steps, then recovery forever (``phase_at`` semantics)."""
-        t = self.schedule.transition_step
-        if t > 0:
-            yield 0, t, self.schedule.phase_at(0)
-        yield t, math.inf, self.schedule.phase_at(t)
+        """The schedule's phases, the last one extended without end (``phase_at`` semantics past ``total_steps``)."""
+        phases = self.schedule.phases
+        for i, (first, end, phase) in enumerate(phases):
+            yield first, (math.inf if i == len(phases) - 1 else end), phase
 
     def steps_available(self) -> int:
         """How many whole optimizer steps the tokens can feed."""
@@ -263,7 +264,7 @@ def tst_causal_lm_loss(model: nn.Module, input_ids: torch.Tensor, phase: Phase, 
     ``phase.fold(input_ids, seq_len)`` gives bags ``(B, L, s)`` and next-bag targets ``(B, L, t)``; the bags
     enter as ``inputs_embeds = superpose(model.get_input_embeddings(), bags)`` (mean of the bag's
     embeddings) and each position's output is scored against its targets with the multi-hot CE
-    (``phase.weights``), normalised as :func:`tst.multi_hot_cross_entropy` (``"mean"``: Σ w·CE ÷ Σ w over
+    (the phase's weighting travels with the targets), normalised as :func:`tst.multi_hot_cross_entropy` (``"mean"``: Σ w·CE ÷ Σ w over
     valid targets; ``"sum"``: the numerator). Phase 2 rows give exactly the model's own causal-LM loss.
 
     Args:
@@ -284,7 +285,7 @@ def tst_causal_lm_loss(model: nn.Module, input_ids: torch.Tensor, phase: Phase, 
     if reduction not in ("mean", "sum"):
         raise ValueError(f"reduction must be 'mean' or 'sum', got {reduction!r}")
     base = _unwrap(model) if base is None else base
-    inputs, targets = phase.fold(input_ids, seq_len)  # (B, L, s), (B, L, t)
+    inputs, targets = phase.fold(input_ids, seq_len)  # (B, L, s), ids (B, L, t) with the phase's weighting
     embeds = superpose(base.get_input_embeddings(), inputs)  # (B, L, d)
     impl = loss_impl
     if impl == "auto":
@@ -303,10 +304,9 @@ def tst_causal_lm_loss(model: nn.Module, input_ids: torch.Tensor, phase: Phase, 
         out = model(inputs_embeds=embeds, output_hidden_states=True, **extra)
         hidden = out.hidden_states[-1]  # (B, L, d), after the final norm
         weight = base.get_output_embeddings().weight  # (V, d)
-        return fused_linear_multi_hot_cross_entropy(hidden, weight, targets, weights=phase.weights,
-                                                    reduction=reduction)
+        return fused_linear_multi_hot_cross_entropy(hidden, weight, targets, reduction=reduction)
     out = model(inputs_embeds=embeds, **extra)
-    return multi_hot_cross_entropy(out.logits, targets, weights=phase.weights, reduction=reduction)  # (B, L, V)
+    return multi_hot_cross_entropy(out.logits, targets, reduction=reduction)  # (B, L, V)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -337,15 +337,13 @@ class TSTCallback(TrainerCallback):
         return control
 
     def on_step_begin(self, args, state, control, **kwargs):  # noqa: D102
-        t = self.schedule.transition_step
-        if 0 < t == state.global_step:
+        if self.schedule.is_transition(state.global_step):
             logger.info("TST: step %d: superposition phase done, recovery phase (ordinary next-token "
-                        "training) starts", t)
+                        "training) starts", state.global_step)
         return control
 
     def on_step_end(self, args, state, control, **kwargs):  # noqa: D102
-        t = self.schedule.transition_step
-        if 0 < t < self.schedule.total_steps and state.global_step in (t, t + 1) \
+        if (self.schedule.is_transition(state.global_step) or self.schedule.is_transition(state.global_step - 1)) \
                 and str(getattr(args, "logging_strategy", "steps")).split(".")[-1].lower() != "no":
             control.should_log = True  # the last superposition step and the first recovery step
         return control
@@ -395,6 +393,7 @@ class TSTTrainer(Trainer):
             loss_impl = "logits"  # sharded LM-head weights: only the model's own forward can use them
         self.tst_loss_impl = loss_impl
         self._tst_last_phase: Optional[Phase] = None
+        self._tst_eval_stream = None
         if not any(isinstance(cb, TSTCallback) for cb in self.callback_handler.callbacks):
             self.add_callback(TSTCallback(tst_schedule))
 
@@ -425,33 +424,43 @@ class TSTTrainer(Trainer):
                 f"the token stream feeds only {stream.steps_available()} whole steps but max_steps="
                 f"{self.args.max_steps}: it has {stream.num_tokens} tokens and needs about {need}")
 
-    def _phase_of_batch(self, steps: torch.Tensor, width: int, training: bool) -> Phase:
+    def _phase_of_batch(self, steps: torch.Tensor, training: bool) -> Phase:
+        """The phase of a batch's rows: the current optimizer step's when training (checked against the
+        rows' own step); for evaluation, the step's phase in the evaluation stream's own schedule."""
+        step = self.state.global_step if training else int(steps[0])
+        if training and bool((steps != step).any()):
+            ds = self.train_dataset
+            hint = (f" The stream holds {ds.steps_available()} whole steps of {ds.rows_per_step} rows; it may "
+                    "have run out and restarted." if isinstance(ds, TSTTokenStream) else "")
+            raise ValueError(
+                f"TST data/step mismatch: the batch's rows belong to optimizer step(s) "
+                f"{sorted(set(steps.tolist()))} but the Trainer is at step {step}. The stream's rows_per_step "
+                f"must equal per_device_train_batch_size × gradient_accumulation_steps × world_size "
+                f"(= {self.tst_rows_per_step} here), and the data must not be skipped or reordered "
+                f"(ignore_data_skip, several dataloader workers).{hint}")
         if training:
-            step = self.state.global_step
-            if bool((steps != step).any()):
-                ds = self.train_dataset
-                hint = (f" The stream holds {ds.steps_available()} whole steps of {ds.rows_per_step} rows; it may "
-                        "have run out and restarted." if isinstance(ds, TSTTokenStream) else "")
-                raise ValueError(
-                    f"TST data/step mismatch: the batch's rows belong to optimizer step(s) "
-                    f"{sorted(set(steps.tolist()))} but the Trainer is at step {step}. The stream's rows_per_step "
-                    f"must equal per_device_train_batch_size × gradient_accumulation_steps × world_size "
-                    f"(= {self.tst_rows_per_step} here), and the data must not be skipped or reordered "
-                    f"(ignore_data_skip, several dataloader workers).{hint}")
             return self.tst_schedule.phase_at(step)
-        # Evaluation: the rows may come from another stream (another schedule); their length says the phase.
-        sched = self.tst_schedule
-        for phase in (sched.phase_at(sched.transition_step), sched.phase_at(0)):  # recovery first
-            if phase.tokens_per_row(self.tst_seq_len) == width:
-                return phase
-        raise ValueError(f"evaluation rows of {width} tokens fit neither TST phase for seq_len {self.tst_seq_len}")
+        stream = self._tst_eval_stream
+        if not isinstance(stream, TSTTokenStream):
+            raise ValueError("evaluation batches with tst_step rows need eval_dataset to be a TSTTokenStream "
+                             "(its schedule says each row's phase); for ordinary next-token evaluation pass "
+                             "{input_ids, labels} rows")
+        return stream.schedule.phase_at(step)
+
+    def get_eval_dataloader(self, eval_dataset=None):
+        """Remember which dataset is being evaluated: a :class:`TSTTokenStream`'s schedule gives its rows' phase."""
+        ds = eval_dataset if eval_dataset is not None else self.eval_dataset
+        if isinstance(ds, str) and isinstance(self.eval_dataset, dict):
+            ds = self.eval_dataset[ds]
+        self._tst_eval_stream = ds
+        return super().get_eval_dataloader(eval_dataset)
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         """TST loss of a :func:`tst_collate` batch in the current step's phase (mean over the micro-batch)."""
         if STEP_KEY not in inputs:
             return super().compute_loss(model, inputs, return_outputs=return_outputs,
                                         num_items_in_batch=num_items_in_batch)
-        phase = self._phase_of_batch(inputs[STEP_KEY], inputs["input_ids"].shape[-1], model.training)
+        phase = self._phase_of_batch(inputs[STEP_KEY], model.training)
         if model.training:
             self._tst_last_phase = phase
         base = self.accelerator.unwrap_model(model)
@@ -470,13 +479,18 @@ class TSTTrainer(Trainer):
         return loss.detach(), None, None
 
     def floating_point_ops(self, inputs) -> int:
-        """FLOPs of a TST batch: 6 × non-embedding parameters × latent positions (not raw tokens)."""
+        """FLOPs of a TST batch, counted on latent positions (not raw tokens) with ``tst.flops``' formula:
+        6 × matmul parameters (the non-embedding ones) + the attention term when the config names the shape."""
         if STEP_KEY not in inputs:
             return super().floating_point_ops(inputs)
         base = self.accelerator.unwrap_model(self.model)
         if not hasattr(base, "num_parameters"):
             return 0
-        return 6 * inputs["input_ids"].shape[0] * self.tst_seq_len * base.num_parameters(exclude_embeddings=True)
+        config = getattr(base, "config", None)
+        layers, dim = getattr(config, "num_hidden_layers", 0) or 0, getattr(config, "hidden_size", 0) or 0
+        per_position = training_flops_per_position(base.num_parameters(exclude_embeddings=True), layers, dim,
+                                                   self.tst_seq_len)
+        return int(per_position * inputs["input_ids"].shape[0] * self.tst_seq_len)
 
     def log(self, logs: dict, *args, **kwargs) -> None:
         """Add ``tst_bag_size`` (last step trained), ``tst_data_tokens`` and ``tst_positions`` to training logs."""

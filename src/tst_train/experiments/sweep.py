@@ -11,17 +11,16 @@ first groups finish — and can be looked at — while later ones train.
 from __future__ import annotations
 
 import copy
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from .. import rundir
+from ..config import Config
+from ..errors import UserError
+from ..metrics import read_metrics
+from ..model import scaled_shape
 from . import analysis
-from .cli import write_atomic
-from .compare import run_arms
-from .config import Config
-from .errors import UserError
-from .metrics import read_metrics
-from .model import scaled_shape
+from .arms import run_arms
 
 
 @dataclass(frozen=True)
@@ -76,8 +75,8 @@ def _cell_config(cfg: Config, mode: str, bag: int, frac: float, weights: str, se
 
 def flops_per_step(cfg: Config) -> float:
     """Training FLOPs of one optimizer step of ``cfg`` (positions × FLOPs per position)."""
-    from .data.loader import check_data_dir
-    from .train import plan
+    from ..data.loader import check_data_dir
+    from ..train import plan
     p = plan(cfg, check_data_dir(cfg.data.path))
     return p["flops_per_position"] * cfg.train.batch_size * cfg.train.seq_len
 
@@ -96,9 +95,9 @@ def run_sweep(base: Config, out: Path, bags: list[int], fracs: list[float], weig
               seeds: list[int], log=print, n_parallel: int = 1, dims=None, layers=None, lrs=None,
               budgets=None) -> dict:
     out.mkdir(parents=True, exist_ok=True)
-    write_atomic(out / "sweep_config.json", json.dumps({
+    rundir.write_json(out / "sweep_config.json", {
         "base": base.to_dict(), "bag_sizes": bags, "fracs": fracs, "weightings": weightings, "seeds": seeds,
-        "dims": dims, "layers": layers, "lrs": lrs, "budgets": budgets}, indent=2))
+        "dims": dims, "layers": layers, "lrs": lrs, "budgets": budgets})
     groups = make_groups(dims, layers, lrs, budgets)
     grid = [(w, b, f) for w in weightings for b in bags for f in fracs]
     group_cfgs = {}
@@ -116,7 +115,7 @@ def run_sweep(base: Config, out: Path, bags: list[int], fracs: list[float], weig
                      for w, b, f in grid]
     run_arms(jobs, n_parallel, log)
     result = summarize_sweep(out, groups, group_cfgs, grid, seeds)
-    write_atomic(out / "sweep.json", json.dumps(result, indent=2))
+    rundir.write_json(out / "sweep.json", result)
     plots = []
     if len(groups) == 1:
         plots = plot_heatmaps(out, result, bags, fracs, weightings)

@@ -10,7 +10,7 @@ import html
 import platform
 from pathlib import Path
 
-from .metrics import read_metrics
+from ..metrics import read_metrics
 
 COLORS = {"baseline": "#444444", "tst": "#d62728", "input-only": "#1f77b4", "output-only": "#2ca02c",
           "tst-reinit": "#9467bd", "baseline-equal-data": "#8c8c8c"}
@@ -24,7 +24,7 @@ def _plt():
 
 
 def _runs(out: Path, summary: dict) -> dict[str, list[list[dict]]]:
-    return {arm: [read_metrics(out / s["run_dir"]) for s in a["seeds"].values()] for arm, a in summary["arms"].items()}
+    return {arm: [read_metrics(out / r["run_dir"]) for r in a["seeds"].values()] for arm, a in summary["arms"].items()}
 
 
 def _plot_eval(out: Path, runs: dict, summary: dict, x: str, xlabel: str, fname: str) -> str:
@@ -64,7 +64,7 @@ def _zoom(ax, pts: list[tuple[float, float]]) -> None:
 
 
 def _mark_transition(ax, summary: dict) -> None:
-    steps = {s["transition_step"] for a in summary["arms"].values() for s in a["seeds"].values() if s["transition_step"]}
+    steps = {r["transition_step"] for a in summary["arms"].values() for r in a["seeds"].values() if r["transition_step"]}
     for t in steps:
         ax.axvline(t, color="#d62728", ls="--", lw=0.8, alpha=0.7)
         lo, hi = ax.get_ylim()
@@ -161,7 +161,6 @@ def machine_description() -> str:
 
 
 def write_report(out: Path, summary: dict) -> None:
-    from .compare import format_table
     plots = make_plots(out, summary)
     cfg = summary["config"]
     t, s = cfg["train"], cfg["tst"]
@@ -219,3 +218,39 @@ def _html(md_lines: list[str], out: Path) -> str:
 
 
 __all__ = ["write_report", "make_plots", "verdict"]
+
+
+def format_table(summary: dict) -> str:
+    """The headline table, as markdown (printed at the end and put in the report)."""
+    lines = ["| arm | final val loss (mean ± 95% CI) | Δ vs baseline (equal FLOPs) | equal-loss speed-up | "
+             "Δ vs baseline at equal data | data tokens | median step time |",
+             "|---|---|---|---|---|---|---|"]
+    for arm, a in summary["arms"].items():
+        c = summary["comparisons"].get(arm)
+        first = next(iter(a["seeds"].values()))
+        lines.append(f"| {arm} | {_fmt_ci(a['final_val_loss'])} | {_fmt_ci(c['delta_val_loss'], signed=True) if c else '—'} | "
+                     f"{_fmt_speedup(c, len(a['seeds'])) if c else '—'} | "
+                     f"{_fmt_ci(c['equal_data_delta_val_loss'], signed=True) if c else '—'} | "
+                     f"{first['data_tokens']:,} | {_fmt_ci(a['step_time_median'], digits=4)} s |")
+    return "\n".join(lines)
+
+
+def _fmt_ci(stat: dict, signed: bool = False, digits: int = 4) -> str:
+    if not stat or stat.get("mean") is None:
+        return "n/a"
+    f = f"{{:{'+' if signed else ''}.{digits}f}}"
+    text = f.format(stat["mean"])
+    if stat.get("ci95"):
+        lo, hi = stat["ci95"]
+        text += f" [{f.format(lo)}, {f.format(hi)}]"
+    return text
+
+
+def _fmt_speedup(c: dict, n: int) -> str:
+    s = c["equal_loss_speedup"]
+    if s["mean"] is None:
+        return f"never reached (0/{n} seeds)"
+    text = f"{s['mean']:.2f}×"
+    if s.get("ci95"):
+        text += f" [{s['ci95'][0]:.2f}, {s['ci95'][1]:.2f}]"
+    return text + f" ({c['speedup_reached']}/{n} seeds reached)"

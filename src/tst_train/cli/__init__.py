@@ -1,0 +1,56 @@
+"""The ``tst`` command: argument parsing only; every command calls the trainer's or experiments' API.
+
+    tst prepare --input bundled --out data/bundled
+    tst train --data data/bundled --out runs/tiny --preset tiny --steps 500 --bag-size 4
+    tst train --out runs/tiny --resume
+
+User errors (bad flags, missing data, incompatible checkpoints …) print one line and exit with 2.
+"""
+from __future__ import annotations
+
+import importlib
+import sys
+
+from ..errors import UserError
+
+
+def _lazy(module: str, func: str):
+    def run(argv):
+        return getattr(importlib.import_module(module, __package__), func)(argv)
+    return run
+
+
+COMMANDS = {
+    "prepare": (_lazy(".prepare", "prepare_command"), "tokenize text into a training data directory"),
+    "train": (_lazy(".train", "train_command"), "train a model (TST or baseline)"),
+    "compare": (_lazy(".experiments", "compare_command"), "equal-FLOPs baseline-vs-TST experiment with a report"),
+    "sweep": (_lazy(".experiments", "sweep_command"), "grid over shape, lr, budget, bag size, fraction, weighting"),
+    "demo": (_lazy(".experiments", "demo_command"), "the bundled-corpus comparison (<= 10 min on 2 CPU cores)"),
+    "export": (_lazy(".train", "export_command"), "export a run to a Hugging Face model directory"),
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print("usage: tst COMMAND [options]\n\ncommands:")
+        for name, (_, help_) in COMMANDS.items():
+            print(f"  {name:<8} {help_}")
+        print("\n`tst COMMAND --help` for a command's options.")
+        return 0 if argv else 2
+    name, rest = argv[0], argv[1:]
+    if name not in COMMANDS:
+        print(f"error: unknown command {name!r}; commands: {', '.join(COMMANDS)}", file=sys.stderr)
+        return 2
+    try:
+        return COMMANDS[name][0](rest) or 0
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

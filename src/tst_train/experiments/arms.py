@@ -1,0 +1,89 @@
+"""The arms of an equal-FLOPs comparison and the runner that trains them (reusing finished runs).
+
+Every arm trains on the same data stream with the same seed, steps and positions (FLOPs) per step. A
+run directory is reused only when it was trained with exactly the requested numbers (every config field
+that changes them, as the fields declare); otherwise the runner says what differs and stops.
+"""
+from __future__ import annotations
+
+import copy
+import math
+from pathlib import Path
+
+from .. import rundir
+from ..config import Config, numbers_differ
+from ..errors import UserError
+from ..train import make_schedule, run_training
+
+ARMS = ("baseline", "tst", "input-only", "output-only", "tst-reinit", "baseline-equal-data")
+BASELINES = ("baseline", "baseline-equal-data")
+
+
+def arm_config(base: Config, arm: str, seed: int, tst_data_tokens: int | None = None) -> Config:
+    """The config of one arm: the shared settings with the arm's mode (and length, for equal data)."""
+    cfg = copy.deepcopy(base)
+    cfg.train.seed = seed
+    cfg.tst.reinit_embeddings = arm == "tst-reinit"
+    cfg.tst.mode = {"tst-reinit": "tst", "baseline-equal-data": "baseline"}.get(arm, arm)
+    if arm == "baseline-equal-data":
+        per_step = cfg.train.batch_size * cfg.train.seq_len
+        cfg.train.steps = math.ceil(tst_data_tokens / per_step)
+    return cfg.validate()
+
+
+def tst_data_tokens(base: Config) -> int:
+    """Raw tokens the TST arm of ``base`` reads (what the equal-data baseline must see)."""
+    cfg = copy.deepcopy(base)
+    cfg.tst.mode = "tst"
+    return make_schedule(cfg).data_tokens(cfg.train.batch_size, cfg.train.seq_len)
+
+
+def check_reusable(cfg: Config, run_dir: Path) -> None:
+    """Refuse to reuse (or resume) ``run_dir`` for ``cfg`` unless it was trained with the same numbers."""
+    saved = rundir.read_config(run_dir)
+    diffs = numbers_differ(saved, cfg)
+    if diffs:
+        raise UserError(f"{run_dir} was trained with other settings ({'; '.join(diffs)}): it cannot stand for "
+                        "this run; use a new --out, or delete that run directory to train it again")
+
+
+def run_arm(cfg: Config, run_dir: Path, log) -> dict:
+    """Train one arm, resume it, or reuse it when it already holds this exact run completed."""
+    if rundir.is_run_dir(run_dir):
+        check_reusable(cfg, run_dir)
+        summary = rundir.read_summary(run_dir)
+        if summary and summary.get("completed"):
+            log(f"  {run_dir.name}: already complete, reusing")
+            return summary
+    resume = rundir.is_run_dir(run_dir)
+    log(f"  {run_dir.name}: {'resuming' if resume else 'training'} ({cfg.tst.mode}, {cfg.train.steps} steps)")
+    summary = run_training(cfg, run_dir, resume=resume)
+    if not summary["completed"]:
+        raise KeyboardInterrupt
+    return summary
+
+
+def run_arms(jobs: list[tuple[Config, Path]], n_parallel: int, log=print) -> None:
+    """Train the runs, ``n_parallel`` at a time in separate processes (one CPU thread each when > 1).
+
+    Every job is checked for reuse before any trains, so a mismatch stops the command at once. Side by
+    side, arms share the machine's load equally, so their step times are comparable — on a shared
+    machine timings of runs done one after another are not.
+    """
+    for cfg, run_dir in jobs:
+        if rundir.is_run_dir(run_dir):
+            check_reusable(cfg, run_dir)
+    if n_parallel <= 1:
+        for cfg, run_dir in jobs:
+            run_arm(cfg, run_dir, log)
+        return
+    import concurrent.futures as cf
+    import multiprocessing as mp
+    with cf.ProcessPoolExecutor(n_parallel, mp_context=mp.get_context("spawn")) as pool:
+        futures = []
+        for cfg, run_dir in jobs:
+            cfg = copy.deepcopy(cfg)
+            cfg.train.threads = cfg.train.threads or 1
+            futures.append(pool.submit(run_arm, cfg, run_dir, print))
+        for f in futures:
+            f.result()

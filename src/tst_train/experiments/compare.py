@@ -1,0 +1,71 @@
+"""``tst compare``: an equal-FLOPs comparison of TST arms against the baseline, with a report.
+
+Every arm trains on the same data stream with the same seed, steps and positions (FLOPs) per step;
+each arm's run directory is kept under ``OUT/runs`` so everything is reproducible, and a rerun reuses
+finished runs and resumes interrupted ones (see ``arms``).
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from .. import rundir
+from ..config import Config
+from ..metrics import read_metrics
+from . import analysis
+from .arms import BASELINES, arm_config, run_arms, tst_data_tokens
+
+def run_comparison(base: Config, out: Path, arms: list[str], seeds: list[int], log=print,
+                   n_parallel: int = 1) -> dict:
+    """Train every (arm, seed) and write ``summary.json`` + ``report.md``/``report.html`` into ``out``."""
+    out.mkdir(parents=True, exist_ok=True)
+    rundir.write_json(out / "base_config.json", base.to_dict())
+    equal_data_tokens = tst_data_tokens(base)
+    t0 = time.perf_counter()
+    run_arms([(arm_config(base, arm, seed, equal_data_tokens), out / "runs" / f"{arm}-seed{seed}")
+              for seed in seeds for arm in arms], n_parallel, log)
+    summary = summarize(out, base, arms, seeds)
+    summary["total_time_s"] = time.perf_counter() - t0
+    rundir.write_json(out / "summary.json", summary)
+    from .report import write_report
+    write_report(out, summary)
+    return summary
+
+
+def summarize(out: Path, base: Config, arms: list[str], seeds: list[int]) -> dict:
+    """Per-arm/seed results and, for each non-baseline arm, the comparison with the baseline."""
+    records = {(arm, seed): read_metrics(out / "runs" / f"{arm}-seed{seed}") for arm in arms for seed in seeds}
+    per_arm = {}
+    for arm in arms:
+        seeds_out = {}
+        for seed in seeds:
+            run_dir = out / "runs" / f"{arm}-seed{seed}"
+            rs = rundir.read_summary(run_dir)
+            curve = analysis.eval_curve(records[(arm, seed)])
+            seeds_out[str(seed)] = {
+                "final_val_loss": curve[-1][1] if curve else None, "best_val_loss": rs.get("best_val_loss"),
+                "data_tokens": rs["data_tokens"], "positions": rs["positions"], "flops": rs["flops"],
+                "wall_time": rs["wall_time"], "train_time": rs["train_time"],
+                "step_time_median": rs["step_time_median"], "steps": rs["steps"],
+                "transition_step": rs["transition_step"], "epochs": rs["epochs"], "run_dir": str(run_dir.relative_to(out)),
+            }
+        per_arm[arm] = {"seeds": seeds_out, **{k: analysis.mean_ci([v[k] for v in seeds_out.values()])
+                                             for k in ("final_val_loss", "best_val_loss", "step_time_median", "wall_time", "train_time")}}
+    comparisons = {}
+    if "baseline" in arms:
+        for arm in arms:
+            if arm in BASELINES:
+                continue
+            per_seed = {str(seed): analysis.compare_to_baseline(
+                records[(arm, seed)], records[("baseline", seed)],
+                records.get(("baseline-equal-data", seed))) for seed in seeds}
+            comparisons[arm] = {
+                "per_seed": per_seed,
+                "delta_val_loss": analysis.mean_ci([c["delta_val_loss"] for c in per_seed.values()]),
+                "equal_loss_speedup": analysis.mean_ci([c["equal_loss_speedup"] for c in per_seed.values()]),
+                "equal_data_delta_val_loss": analysis.mean_ci(
+                    [(c["equal_data"] or {}).get("delta_val_loss") for c in per_seed.values()]),
+                "speedup_reached": sum(c["equal_loss_speedup"] is not None for c in per_seed.values()),
+            }
+    return {"config": base.to_dict(), "arms": per_arm, "comparisons": comparisons, "seeds": seeds,
+            "arm_names": arms, "data": base.data.path}

@@ -1,0 +1,144 @@
+"""The run directory: a self-describing, self-contained record of one run.
+
+    RUN_DIR/config.toml    the resolved config (plain values)
+    RUN_DIR/run.json       provenance: command, git revision, versions, machine
+    RUN_DIR/plan.json      what the run does (steps per phase, data tokens, FLOPs, epochs)
+    RUN_DIR/metrics.jsonl  one record per step and per evaluation (see ``metrics``)
+    RUN_DIR/summary.json   the outcome, written when the run ends or stops
+    RUN_DIR/checkpoints/   see ``checkpoint``
+
+This module writes and reads those files; it knows nothing about training.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from .config import Config, from_mapping, load_toml, numbers_differ, to_toml
+from .errors import UserError
+
+CONFIG_FILE = "config.toml"
+RUN_FILE = "run.json"
+PLAN_FILE = "plan.json"
+SUMMARY_FILE = "summary.json"
+LOCK_FILE = ".lock"
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file and a rename: readers see the old or the new file."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def write_json(path: Path, obj) -> None:
+    write_atomic(path, json.dumps(obj, indent=2))
+
+
+def git_revision() -> dict:
+    """The commit of the source tree this package runs from (``None`` outside a git checkout)."""
+    root = Path(__file__).resolve().parents[2]
+    try:
+        rev = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=5)
+        dirty = subprocess.run(["git", "status", "--porcelain"], cwd=root, capture_output=True, text=True, timeout=5)
+        if rev.returncode == 0:
+            return {"commit": rev.stdout.strip(), "dirty": bool(dirty.stdout.strip())}
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return {"commit": None, "dirty": None}
+
+
+def provenance() -> dict:
+    import torch
+    return {"argv": sys.argv, "git": git_revision(), "python": platform.python_version(), "torch": torch.__version__,
+            "host": platform.node(), "machine": platform.machine(), "cpu_count": os.cpu_count(),
+            "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+            "world_size": int(os.environ.get("WORLD_SIZE", "1"))}
+
+
+def is_run_dir(path: Path) -> bool:
+    return (path / CONFIG_FILE).is_file()
+
+
+def check_new(out: Path) -> None:
+    """A fresh run needs a path that is free (or an empty directory)."""
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out} exists and is not a directory")
+    if out.exists() and any(out.iterdir()):
+        raise UserError(f"run directory {out} already exists; pass --resume to continue it, or choose a new --out")
+
+
+def create(out: Path, cfg: Config) -> None:
+    """Create a new run directory holding the resolved config and provenance, atomically.
+
+    The files are written into a hidden sibling directory that is then renamed to ``out``: a kill at any
+    moment leaves either no run directory or a complete one (and at most a hidden leftover, removed by
+    the next ``create`` of the same path).
+    """
+    check_new(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    for stale in out.parent.glob(f".{out.name}.creating-*"):
+        shutil.rmtree(stale, ignore_errors=True)
+    tmp = out.parent / f".{out.name}.creating-{os.getpid()}"
+    tmp.mkdir()
+    try:
+        write_json(tmp / RUN_FILE, provenance())
+        write_atomic(tmp / CONFIG_FILE, to_toml(cfg))
+        if out.exists():
+            out.rmdir()  # empty, checked above
+        os.rename(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+@contextlib.contextmanager
+def locked(run_dir: Path):
+    """Hold an exclusive lock on ``run_dir`` while a process trains it; a second one is refused.
+
+    An OS file lock (``flock``): it is released when the process ends, however it ends, so a crashed
+    run never leaves a stale lock behind.
+    """
+    import fcntl
+    fh = open(run_dir / LOCK_FILE, "a")
+    try:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            raise UserError(f"{run_dir} is being trained by another process; wait for it to finish "
+                            "(or stop it) before resuming") from None
+        yield
+    finally:
+        fh.close()
+
+
+def read_config(run_dir: Path) -> Config:
+    """The config a run directory was trained with."""
+    if not is_run_dir(run_dir):
+        raise UserError(f"{run_dir} is not a run directory (no {CONFIG_FILE})")
+    path = run_dir / CONFIG_FILE
+    return from_mapping(load_toml(path), str(path))
+
+
+def read_summary(run_dir: Path) -> dict | None:
+    path = run_dir / SUMMARY_FILE
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except (json.JSONDecodeError, OSError):
+        return None
+
+
+def check_resume_overrides(saved: Config, merged: Config, run_dir: Path) -> None:
+    """On resume only settings that do not change the numbers may differ from the saved config."""
+    changed = numbers_differ(saved, merged)
+    if changed:
+        raise UserError(f"cannot change {', '.join(c.split(':')[0] for c in changed)} when resuming {run_dir} "
+                        f"(the checkpoint was trained with the saved values); drop those flags or start a new --out")
