@@ -136,6 +136,14 @@ def test_sweep_over_shapes_and_budgets(tiny_data, tmp_path, capfd):
         assert abs(summary["flops"] - budget) <= flops_per_step(cfg) / 2  # the budget, to within half a step
         assert (out / "runs" / f"d{c['dim']}-L1-C3e+09-baseline-seed0" / "summary.json").is_file()
     assert res["cells"][0]["steps"] > res["cells"][1]["steps"]  # the narrower model buys more steps
+    study = json.loads((out / "study.json").read_text())  # the width/frontier report over the pool
+    assert [(g["dim"], g["n_layers"]) for g in study["groups"]] == [(16, 1), (32, 1)]
+    (f,) = study["frontier"]  # both shapes spent the same budget: one frontier comparison
+    assert {tuple(s[:2]) for s in f["shapes"]} == {(16, 1), (32, 1)}
+    assert (out / "study.md").is_file() and (out / "frontier.png").is_file()
+    capfd.readouterr()
+    assert main(["sweep", "--out", str(out), "--report-only"]) == 0
+    assert "compute frontier" in capfd.readouterr().out
 
 
 def test_reuse_refuses_a_run_trained_with_other_numbers(tiny_data, tmp_path, capsys):

@@ -1,13 +1,29 @@
-"""Checkpoints that survive preemption: model + optimizer through torch.distributed.checkpoint (sharded,
-and loadable on a different number of ranks), plus the trainer state (step, data position, counters,
-RNG) in a small file. Written into ``step_XXXXXXX.tmp`` and renamed, so a checkpoint directory either
-exists whole or not at all — a SIGKILL mid-write leaves only a ``.tmp`` that is ignored and cleaned.
+"""Checkpoints that survive preemption, corruption and hostile files.
+
+Model + optimizer go through ``torch.distributed.checkpoint`` (sharded, loadable on a different number
+of ranks); the trainer state (step, data position, counters, RNG) is ours and is plain JSON. Each
+checkpoint is written into ``step_XXXXXXX.tmp`` and renamed, so it either exists whole or not at all.
+
+Safety of a received run directory: nothing in it is unpickled without a restricted loader. DCP's
+``.metadata`` file is a pickle: it is read with an unpickler that admits only DCP's own metadata
+classes, ``torch.Size`` and dtypes; tensor shards load with ``torch.load(weights_only=True)``, and so
+do DCP's non-tensor items (the optimizer's hyper-parameters), which the stock planner would unpickle
+freely. A ``manifest.json`` written at save time (size and SHA-256 of every file) is checked before
+anything is read, so flipped bits or a truncated shard are refused rather than resumed — it guards
+integrity, not authenticity: anyone can write a matching manifest, which is why the loaders
+themselves must be safe.
 """
 from __future__ import annotations
 
+import base64
 import contextlib
+import hashlib
+import io
 import json
+import logging
+import math
 import os
+import pickle
 import shutil
 import warnings
 from pathlib import Path
@@ -15,14 +31,16 @@ from pathlib import Path
 import torch
 import torch.distributed.checkpoint as dcp
 from torch import nn
-from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
+from torch.distributed.checkpoint import DefaultLoadPlanner, FileSystemReader
+from torch.distributed.checkpoint.state_dict import get_model_state_dict, get_state_dict, set_model_state_dict, set_state_dict
 
 from . import distributed
-from .errors import UserError
+from .errors import UserError, io_errors
 
-STATE_FILE = "trainer_state.pt"
-
-INFO_FILE = "checkpoint.json"
+STATE_FILE = "trainer_state.json"
+LEGACY_STATE_FILE = "trainer_state.pt"  # written by earlier versions; read with weights_only=True
+INFO_FILE = "checkpoint.json"  # written last: a directory with it is a complete checkpoint
+MANIFEST_FILE = "manifest.json"
 
 
 @contextlib.contextmanager
@@ -33,12 +51,74 @@ def quiet_dcp():
         yield
 
 
+# ------------------------------------------------------------------------------------ safe readers
+_DCP_CLASSES = {
+    ("torch.distributed.checkpoint.metadata", n) for n in (
+        "Metadata", "TensorStorageMetadata", "BytesStorageMetadata", "ChunkStorageMetadata", "TensorProperties",
+        "MetadataIndex", "StorageMeta", "_MEM_FORMAT_ENCODING")
+} | {("torch.distributed.checkpoint.filesystem", "_StorageInfo"), ("torch", "Size"),
+     ("torch.serialization", "_get_layout"), ("pathlib", "PosixPath"), ("collections", "OrderedDict")}
+
+
+class _MetadataUnpickler(pickle.Unpickler):
+    """Unpickles DCP's ``.metadata`` and nothing else: any other global is refused before it is looked up."""
+
+    def find_class(self, module: str, name: str):
+        if (module, name) in _DCP_CLASSES:
+            return super().find_class(module, name)
+        if module == "torch" and isinstance(getattr(torch, name, None), (torch.dtype, torch.memory_format)):
+            return getattr(torch, name)
+        raise pickle.UnpicklingError(f"refusing to load {module}.{name} from checkpoint metadata")
+
+
+class SafeReader(FileSystemReader):
+    """DCP's file-system reader with the restricted metadata unpickler."""
+
+    def read_metadata(self, *args, **kwargs):  # noqa: D102
+        path = self._get_metadata_path(kwargs.get("rank"))
+        with self.fs.create_stream(path, "rb") as fh:
+            metadata = _MetadataUnpickler(fh).load()
+        from torch.distributed.checkpoint.metadata import Metadata, StorageMeta
+        if not isinstance(metadata, Metadata):
+            raise pickle.UnpicklingError("checkpoint metadata is not a DCP Metadata object")
+        if getattr(metadata, "storage_meta", None) is None:
+            metadata.storage_meta = StorageMeta()
+        metadata.storage_meta.load_id = self.load_id
+        return metadata
+
+
+class SafeLoadPlanner(DefaultLoadPlanner):
+    """Non-tensor checkpoint items (e.g. the optimizer's hyper-parameters) with ``weights_only=True``."""
+
+    def load_bytes(self, read_item, value: io.BytesIO) -> None:  # noqa: D102
+        obj = torch.load(value, weights_only=True)
+        if self.flatten_state_dict:
+            from torch.distributed.checkpoint._traverse import set_element  # what the stock planner uses
+            set_element(self.original_state_dict, self.mappings[read_item.dest_index.fqn], obj)
+        else:
+            self.state_dict[read_item.dest_index.fqn] = obj
+
+
+def _dcp_load(state: dict, path: Path) -> None:
+    """``dcp.load`` with the safe reader and planner; any failure is a one-line ``UserError``."""
+    from torch.distributed.checkpoint.api import CheckpointException  # a BaseException, not an Exception
+    logging.disable(logging.WARNING)  # DCP logs each failed read at length; the error below says it once
+    try:
+        with quiet_dcp():
+            dcp.load(state, storage_reader=SafeReader(str(path)), planner=SafeLoadPlanner())
+    except (CheckpointException, Exception) as e:
+        raise UserError(f"checkpoint {path} could not be loaded ({type(e).__name__}: {_reason(e)})") from None
+    finally:
+        logging.disable(logging.NOTSET)
+
+
+# ------------------------------------------------------------------------------------ listing
 def _dir_name(step: int) -> str:
     return f"step_{step:07d}"
 
 
 def list_checkpoints(ckpt_root: Path) -> list[Path]:
-    """Complete checkpoints, oldest first."""
+    """Complete checkpoints (their info file exists), oldest first."""
     if not ckpt_root.is_dir():
         return []
     done = [p for p in ckpt_root.iterdir() if p.is_dir() and p.name.startswith("step_")
@@ -46,30 +126,113 @@ def list_checkpoints(ckpt_root: Path) -> list[Path]:
     return sorted(done, key=lambda p: p.name)
 
 
+def clean_partial(ckpt_root: Path) -> None:
+    """Remove ``.tmp`` leftovers of a save that was killed."""
+    if distributed.is_main() and ckpt_root.is_dir():
+        for p in ckpt_root.glob("step_*.tmp"):
+            shutil.rmtree(p, ignore_errors=True)
+
+
+# ------------------------------------------------------------------------------------ manifests
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _hash_files(directory: Path, names) -> dict:
+    return {n: {"bytes": (directory / n).stat().st_size, "sha256": _sha256(directory / n)} for n in sorted(names)}
+
+
+def _own_files(directory: Path, rank: int) -> list[str]:
+    """The shard files this rank wrote (DCP names them ``__{rank}_{i}.distcp``)."""
+    return [p.name for p in directory.iterdir() if p.name.startswith(f"__{rank}_")]
+
+
+def verify(path: Path) -> None:
+    """Raise ``UserError`` unless every file listed in the checkpoint's manifest is there, whole and unchanged."""
+    try:
+        manifest = json.loads((path / MANIFEST_FILE).read_text())["files"]
+        info = json.loads((path / INFO_FILE).read_text())
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise UserError(f"checkpoint {path} is damaged (its manifest or info file cannot be read: {e})") from None
+    if not isinstance(manifest, dict) or not isinstance(info, dict):
+        raise UserError(f"checkpoint {path} is damaged (malformed manifest)")
+    for name, want in manifest.items():
+        f = path / name
+        if not f.is_file():
+            raise UserError(f"checkpoint {path} is damaged: {name} is missing")
+        if f.stat().st_size != want.get("bytes") or _sha256(f) != want.get("sha256"):
+            raise UserError(f"checkpoint {path} is damaged: {name} does not match its checksum")
+
+
+# ------------------------------------------------------------------------------------ trainer state
+def _encode_state(state: dict) -> dict:
+    """Trainer state → JSON-safe values: tensors (the RNG state) as base64 bytes, ±inf as strings."""
+    def enc(v):
+        if isinstance(v, torch.Tensor):
+            return {"__tensor_uint8__": base64.b64encode(v.to(torch.uint8).numpy().tobytes()).decode()}
+        if isinstance(v, float) and not math.isfinite(v):
+            return {"__float__": repr(v)}
+        if isinstance(v, dict):
+            return {k: enc(x) for k, x in v.items()}
+        if isinstance(v, (list, tuple)):
+            return [enc(x) for x in v]
+        return v
+    return enc(state)
+
+
+def _decode_state(obj):
+    if isinstance(obj, dict):
+        if set(obj) == {"__tensor_uint8__"}:
+            return torch.frombuffer(bytearray(base64.b64decode(obj["__tensor_uint8__"])), dtype=torch.uint8).clone()
+        if set(obj) == {"__float__"}:
+            return float(obj["__float__"])
+        return {k: _decode_state(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_decode_state(v) for v in obj]
+    return obj
+
+
+def _read_state(path: Path) -> dict:
+    if (path / STATE_FILE).is_file():
+        return _decode_state(json.loads((path / STATE_FILE).read_text()))
+    return torch.load(path / LEGACY_STATE_FILE, weights_only=True)  # tensors and primitives only
+
+
+# ------------------------------------------------------------------------------------ save / load
 def save(ckpt_root: Path, step: int, model: nn.Module, optimizer: torch.optim.Optimizer,
          trainer_state: dict, fingerprint: dict, keep: int) -> Path:
     """Save a checkpoint for resuming *before* 0-based ``step``; collective (all ranks call it)."""
     final = ckpt_root / _dir_name(step)
     tmp = ckpt_root / (_dir_name(step) + ".tmp")
-    if distributed.is_main():
-        ckpt_root.mkdir(parents=True, exist_ok=True)
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir()
-    distributed.barrier()
-    model_sd, optim_sd = get_state_dict(model, optimizer)
-    with quiet_dcp():
-        dcp.save({"model": model_sd, "optim": optim_sd}, checkpoint_id=str(tmp))
-    if distributed.is_main():
-        torch.save(trainer_state, tmp / STATE_FILE)
-        (tmp / INFO_FILE).write_text(json.dumps({"step": step, "fingerprint": fingerprint}, indent=2))
-        _fsync_dir(tmp)
-        if final.exists():  # re-saving the same step (e.g. a stop signal right after a periodic save)
-            shutil.rmtree(final)
-        os.replace(tmp, final)
-        _fsync_dir(ckpt_root)
-        for old in list_checkpoints(ckpt_root)[:-keep]:
-            shutil.rmtree(old, ignore_errors=True)
-    distributed.barrier()
+    rank = distributed.rank_world()[0]
+    with io_errors(f"writing checkpoint {final}"):
+        if distributed.is_main():
+            ckpt_root.mkdir(parents=True, exist_ok=True)
+            shutil.rmtree(tmp, ignore_errors=True)
+            tmp.mkdir()
+        distributed.barrier()
+        model_sd, optim_sd = get_state_dict(model, optimizer)
+        with quiet_dcp():
+            dcp.save({"model": model_sd, "optim": optim_sd}, checkpoint_id=str(tmp))
+        files = _hash_files(tmp, _own_files(tmp, rank))  # each rank hashes the shards it wrote
+        files = distributed.gather_dicts(files)
+        if distributed.is_main():
+            (tmp / STATE_FILE).write_text(json.dumps(_encode_state(trainer_state)))
+            files |= _hash_files(tmp, [n for n in (STATE_FILE, ".metadata") if (tmp / n).is_file()])
+            (tmp / MANIFEST_FILE).write_text(json.dumps({"files": files}, indent=1))
+            (tmp / INFO_FILE).write_text(json.dumps({"step": step, "fingerprint": fingerprint}, indent=2))
+            _fsync_dir(tmp)
+            if final.exists():  # re-saving the same step (e.g. a stop signal right after a periodic save)
+                shutil.rmtree(final)
+            os.replace(tmp, final)
+            _fsync_dir(ckpt_root)
+            for old in list_checkpoints(ckpt_root)[:-keep]:
+                shutil.rmtree(old, ignore_errors=True)
+        distributed.barrier()
     return final
 
 
@@ -85,36 +248,62 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def load_latest(ckpt_root: Path, model: nn.Module, optimizer: torch.optim.Optimizer, fingerprint: dict) -> dict | None:
-    """Load the newest complete checkpoint into ``model``/``optimizer``; return the trainer state (or None)."""
+def latest_valid(ckpt_root: Path, warn=print) -> Path | None:
+    """The newest checkpoint that passes :func:`verify`; damaged newer ones are reported and skipped."""
     found = list_checkpoints(ckpt_root)
-    if not found:
-        return None
-    path = found[-1]
-    info = json.loads((path / INFO_FILE).read_text())
-    check_compatible(info.get("fingerprint", {}), fingerprint, path)
-    model_sd, optim_sd = get_state_dict(model, optimizer)
-    state = {"model": model_sd, "optim": optim_sd}
-    try:
-        with quiet_dcp():
-            dcp.load(state, checkpoint_id=str(path))
-    except Exception as e:  # a truncated or foreign checkpoint
-        raise UserError(f"checkpoint {path} could not be loaded ({type(e).__name__}: {e}); "
-                        f"delete it to fall back to an older one") from None
-    set_state_dict(model, optimizer, model_state_dict=state["model"], optim_state_dict=state["optim"])
-    return torch.load(path / STATE_FILE, weights_only=False)
+    for path in reversed(found):
+        try:
+            verify(path)
+            return path
+        except UserError as e:
+            older = "an older one" if path != found[0] else "none is left"
+            warn(f"warning: {e}; trying {older}")
+    if found:
+        raise UserError(f"every checkpoint in {ckpt_root} is damaged; the run cannot resume (start a new --out)")
+    return None
 
 
 def check_compatible(saved: dict, current: dict, path: Path) -> None:
-    """A checkpoint only resumes into the same model shape, data and schedule."""
+    """A checkpoint only resumes into (or exports as) the same numbers, model shape and data."""
     diffs = [f"{k}: checkpoint {saved.get(k)!r} vs now {v!r}" for k, v in current.items() if saved.get(k) != v]
     if diffs:
         raise UserError(f"checkpoint {path} comes from an incompatible config ({'; '.join(diffs)}); "
                         f"resume with the run's saved config or start a new run directory")
 
 
-def clean_partial(ckpt_root: Path) -> None:
-    """Remove ``.tmp`` leftovers of a save that was killed."""
-    if distributed.is_main() and ckpt_root.is_dir():
-        for p in ckpt_root.glob("step_*.tmp"):
-            shutil.rmtree(p, ignore_errors=True)
+def _info(path: Path) -> dict:
+    return json.loads((path / INFO_FILE).read_text())
+
+
+def load_latest(ckpt_root: Path, model: nn.Module, optimizer: torch.optim.Optimizer, fingerprint: dict) -> dict | None:
+    """Load the newest sound checkpoint into ``model``/``optimizer``; return the trainer state (or None)."""
+    path = latest_valid(ckpt_root, warn=distributed.print0)
+    if path is None:
+        return None
+    check_compatible(_info(path).get("fingerprint", {}), fingerprint, path)
+    model_sd, optim_sd = get_state_dict(model, optimizer)
+    state = {"model": model_sd, "optim": optim_sd}
+    _dcp_load(state, path)
+    try:
+        trainer_state = _read_state(path)
+    except (pickle.UnpicklingError, RuntimeError, OSError, ValueError, KeyError, TypeError) as e:
+        raise UserError(f"checkpoint {path}: its trainer state could not be read ({type(e).__name__}: "
+                        f"{_reason(e)})") from None
+    set_state_dict(model, optimizer, model_state_dict=state["model"], optim_state_dict=state["optim"])
+    return trainer_state
+
+
+def load_model_weights(path: Path, model: nn.Module, fingerprint: dict) -> None:
+    """Load only the model weights of checkpoint ``path`` (verified, safe, and matching ``fingerprint``)."""
+    verify(path)
+    check_compatible(_info(path).get("fingerprint", {}), fingerprint, path)
+    state = {"model": get_model_state_dict(model)}
+    _dcp_load(state, path)
+    set_model_state_dict(model, state["model"])
+
+
+def _reason(e: BaseException) -> str:
+    """The gist of a (possibly multi-line, per-rank) error: its last line, shortened."""
+    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+    text = lines[-1] if lines else type(e).__name__
+    return text if len(text) <= 240 else text[:240] + "…"

@@ -144,6 +144,9 @@ class TrainSection:
     """Use the chunked fused LM-head + loss (never materialises the full logits)."""
     threads: int = opt(0, numbers=False, check=Range(0, 4096))
     """CPU threads for torch (0 = torch's default)."""
+    collective_timeout_s: int = opt(600, numbers=False, check=Range(1, 86400))
+    """Under torchrun: seconds a collective may wait for the other ranks before the run stops with an error
+    (a frozen or dead rank must not make the others wait forever)."""
 
 
 @dataclass
@@ -281,6 +284,8 @@ def _coerce(value, typ: type, key: str):
 
 
 def _whole(x, key: str, shown) -> int:
+    if isinstance(x, float) and math.isinf(x):
+        raise UserError(f"--{key} = {shown} is too large")
     if isinstance(x, float) and not (math.isfinite(x) and x.is_integer()):
         raise UserError(f"--{key} must be a whole number, got {shown!r}")
     if abs(x) > INT_MAX:

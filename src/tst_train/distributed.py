@@ -6,6 +6,7 @@ and every function here is then a no-op, so the training loop has no ``if distri
 from __future__ import annotations
 
 import contextlib
+import datetime
 import os
 from dataclasses import dataclass
 
@@ -26,8 +27,12 @@ class DistInfo:
         return self.rank == 0
 
 
-def init(device_pref: str = "auto") -> DistInfo:
-    """Initialise the process group when launched by torchrun (RANK/WORLD_SIZE set) and pick the device."""
+def init(device_pref: str = "auto", timeout_s: float = 600) -> DistInfo:
+    """Initialise the process group when launched by torchrun (RANK/WORLD_SIZE set) and pick the device.
+
+    ``timeout_s`` bounds every collective: a rank that froze or died makes the others fail after it
+    instead of waiting forever.
+    """
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
@@ -42,7 +47,8 @@ def init(device_pref: str = "auto") -> DistInfo:
             device = torch.device("cuda", local_rank)
         torch.cuda.set_device(device)
     if world > 1 and not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo",
+                                timeout=datetime.timedelta(seconds=timeout_s))
     return DistInfo(rank, world, local_rank, device)
 
 
@@ -79,11 +85,25 @@ def print0(*args, **kwargs) -> None:
         print(*args, **kwargs)
 
 
+@contextlib.contextmanager
+def _collective(what: str):
+    """A failed or timed-out collective means another rank stopped or froze: say so on one line."""
+    try:
+        yield
+    except (RuntimeError, dist.DistError) as e:
+        from .errors import UserError
+        rank, world = rank_world()
+        reason = " ".join(str(e).split())[:200]
+        raise UserError(f"rank {rank}/{world}: {what} did not complete ({reason}); another rank stopped or froze — "
+                        "when all ranks can run again, continue with --resume") from None
+
+
 def all_reduce_sum(x: torch.Tensor) -> torch.Tensor:
     """Sum a tensor over ranks (identity at world size 1)."""
     if dist.is_initialized() and dist.get_world_size() > 1:
         x = x.clone()
-        dist.all_reduce(x, op=dist.ReduceOp.SUM)
+        with _collective("an all-reduce"):
+            dist.all_reduce(x, op=dist.ReduceOp.SUM)
     return x
 
 
@@ -92,13 +112,27 @@ def any_rank(flag: bool, device: torch.device) -> bool:
     if not (dist.is_initialized() and dist.get_world_size() > 1):
         return flag
     t = torch.tensor([1.0 if flag else 0.0], device=device)
-    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    with _collective("the stop-signal all-reduce"):
+        dist.all_reduce(t, op=dist.ReduceOp.MAX)
     return bool(t.item())
+
+
+def gather_dicts(d: dict) -> dict:
+    """The union of every rank's ``d`` (on every rank; ``d`` itself at world size 1)."""
+    if not (dist.is_initialized() and dist.get_world_size() > 1):
+        return d
+    parts = [None] * dist.get_world_size()
+    dist.all_gather_object(parts, d)
+    out = {}
+    for p in parts:
+        out.update(p)
+    return out
 
 
 def barrier() -> None:
     if dist.is_initialized():
-        dist.barrier()
+        with _collective("a barrier"):
+            dist.barrier()
 
 
 def parallelize(objective: nn.Module, blocks: nn.ModuleList, info: DistInfo, param_dtype: torch.dtype | None) -> nn.Module:

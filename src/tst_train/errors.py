@@ -1,5 +1,33 @@
 """User-facing errors: the CLI prints their message on one line and exits with status 2."""
+import contextlib
+import errno
 
 
 class UserError(Exception):
     """Bad input from the user (data, config, flags, paths). Its message says what is wrong and how to fix it."""
+
+
+@contextlib.contextmanager
+def io_errors(action: str):
+    """Turn the ways a write can fail on a user's machine into one-line errors that say what happened.
+
+    Disk full (``ENOSPC``, or torch's ``inline_container`` "file write failed"), a read-only file system,
+    missing permissions: ``UserError("<action>: <reason>")``. Anything else propagates unchanged.
+    """
+    try:
+        yield
+    except UserError:
+        raise
+    except OSError as e:
+        reason = _REASONS.get(e.errno, e.strerror or str(e))
+        where = f" ({e.filename})" if getattr(e, "filename", None) else ""
+        raise UserError(f"{action}: {reason}{where}") from None
+    except RuntimeError as e:
+        text = str(e)
+        if "write failed" in text or "No space left" in text or "enforce fail" in text and "inline_container" in text:
+            raise UserError(f"{action}: the write failed — is the disk full? (no space left on device)") from None
+        raise
+
+
+_REASONS = {errno.ENOSPC: "no space left on device", errno.EROFS: "read-only file system",
+            errno.EACCES: "permission denied", errno.EDQUOT: "disk quota exceeded"}

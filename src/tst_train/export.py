@@ -148,6 +148,8 @@ def export_hf(model: torch.nn.Module, cfg: ModelConfig, out_dir: str | os.PathLi
                   **{k: v for k, v in (("bos_token_id", bos_id), ("eos_token_id", eos_id)) if v is not None}}
 
     out.parent.mkdir(parents=True, exist_ok=True)
+    for stale in out.parent.glob(f".{out.name}.tmp-*"):  # left by an export that was killed
+        shutil.rmtree(stale, ignore_errors=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
     try:
         os.chmod(tmp, 0o755)  # mkdtemp makes it private; the export is meant to be shared
@@ -216,26 +218,23 @@ def _from_hf_key(key: str) -> str:
 
 
 def load_run_model(run_dir: Path):
-    """Rebuild a run's model and load the weights of its latest checkpoint → (model, model_cfg, cfg, meta)."""
-    import torch.distributed.checkpoint as dcp
-    from torch.distributed.checkpoint.state_dict import get_model_state_dict, set_model_state_dict
+    """Rebuild a run's model and load the weights of its latest sound checkpoint → (model, model_cfg, cfg, meta).
 
-    from . import rundir
-    from .checkpoint import list_checkpoints, quiet_dcp
+    The checkpoint must match the run's config (the same fingerprint a resume checks) and pass its
+    integrity manifest; its files are read with the safe loaders of :mod:`tst_train.checkpoint`.
+    """
+    from . import checkpoint, rundir
     from .data.loader import check_data_dir
     from .model import Transformer
-    from .train import build_model
+    from .train import build_model, fingerprint
     cfg = rundir.read_config(run_dir)
-    found = list_checkpoints(run_dir / "checkpoints")
-    if not found:
+    path = checkpoint.latest_valid(run_dir / "checkpoints")
+    if path is None:
         raise UserError(f"{run_dir} has no checkpoint to export (train it first, or to the end)")
     meta = check_data_dir(cfg.data.path)
     mcfg = build_model(cfg, meta["vocab_size"])
     model = Transformer(mcfg)
-    state = {"model": get_model_state_dict(model)}
-    with quiet_dcp():
-        dcp.load(state, checkpoint_id=str(found[-1]))
-    set_model_state_dict(model, state["model"])
+    checkpoint.load_model_weights(path, model, fingerprint(cfg, mcfg, meta))
     return model.eval(), mcfg, cfg, meta
 
 

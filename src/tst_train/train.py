@@ -22,7 +22,7 @@ import torch
 
 import tst
 
-from . import checkpoint, distributed, rundir
+from . import checkpoint, distributed, errors, rundir
 from .config import Config
 from .data.loader import TokenLoader, check_data_dir, load_split
 from .errors import UserError
@@ -172,7 +172,7 @@ class Trainer:
         t = cfg.train
         if t.threads:
             torch.set_num_threads(t.threads)
-        self.dist = distributed.init(t.device)
+        self.dist = distributed.init(t.device, t.collective_timeout_s)
         self.meta = check_data_dir(cfg.data.path)
         self.mcfg = build_model(cfg, self.meta["vocab_size"])
         if t.batch_size % self.dist.world_size:
@@ -362,7 +362,7 @@ def run_training(cfg: Config, out: Path, resume: bool = False) -> dict:
     ``summary.json``; returns the summary (``completed`` is False after a stop signal).
     """
     cfg.validate()
-    distributed.init(cfg.train.device)
+    distributed.init(cfg.train.device, cfg.train.collective_timeout_s)
     main = distributed.is_main()
     with contextlib.ExitStack() as held:
         if resume and main:
@@ -379,9 +379,10 @@ def run_training(cfg: Config, out: Path, resume: bool = False) -> dict:
             rundir.write_json(out / rundir.PLAN_FILE, p)
             if not resume:
                 print(format_plan(p))
-        summary = trainer.run()
-        if main:
-            rundir.write_json(out / rundir.SUMMARY_FILE, summary)
+        with errors.io_errors(f"training into {out}"):
+            summary = trainer.run()
+            if main:
+                rundir.write_json(out / rundir.SUMMARY_FILE, summary)
     return summary
 
 

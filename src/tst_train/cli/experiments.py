@@ -75,7 +75,11 @@ def sweep_command(argv: list[str]) -> int:
                                                  "for the steps its budget buys (default: --steps for every shape)")
     p.add_argument("--seeds", default="1")
     p.add_argument("--jobs", default="1", help="runs trained at the same time, in separate processes")
+    p.add_argument("--report-only", action="store_true",
+                   help="train nothing: write the width/depth/frontier report (study.md) over every finished run in --out")
     args, extra = p.parse_known_args(argv)
+    if args.report_only:
+        return _study_report(Path(args.out))
     base, _ = resolve_config(args, extra)
     if not base.data.path:
         raise UserError("no data: pass --data DATA_DIR")
@@ -104,6 +108,16 @@ def sweep_command(argv: list[str]) -> int:
                        dims=dims, layers=layers, lrs=lrs, budgets=budgets)
     print(result["table"])
     print(f"\nbest cell: {result['best']}\nreport: {out / 'sweep.md'}")
+    return 0
+
+
+def _study_report(out: Path) -> int:
+    from ..experiments.study import study_report
+    if not (out / "sweep_config.json").is_file():
+        raise UserError(f"--out {out} is not a `tst sweep` directory")
+    if study_report(out) is None:
+        raise UserError(f"{out} holds no finished baseline/TST pair yet")
+    print((out / "study.md").read_text())
     return 0
 
 

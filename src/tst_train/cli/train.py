@@ -33,8 +33,9 @@ def train_command(argv: list[str]) -> int:
     from ..train import EXIT_INTERRUPTED, run_training
     summary = run_training(cfg, out, resume=args.resume)
     if not summary["completed"]:
-        print(f"stopped by {summary['interrupted_by']} after step {summary['steps']}; checkpoint saved. "
-              f"Continue with: tst train --out {out} --resume", file=sys.stderr)
+        if distributed.is_main():  # once, not once per rank
+            print(f"stopped by {summary['interrupted_by']} after step {summary['steps']}; checkpoint saved. "
+                  f"Continue with: tst train --out {out} --resume", file=sys.stderr)
         return EXIT_INTERRUPTED
     loss = summary["final_val_loss"]
     loss_text = f"final val loss {loss:.4f}, " if loss is not None else ""

@@ -123,6 +123,9 @@ def run_sweep(base: Config, out: Path, bags: list[int], fracs: list[float], weig
           f"Seeds {seeds}. Δ < 0: the cell beats the baseline of its own shape, learning rate and budget.", "",
           result["table"], "", f"Best cell: {result['best']}", ""] + [f"![{w}]({f})" for w, f in plots]
     (out / "sweep.md").write_text("\n".join(md) + "\n")
+    if len({(g.dim, g.n_layers) for g in groups}) > 1 or len({g.lr for g in groups}) > 1:
+        from .study import study_report
+        study_report(out, log)  # over the whole pool of runs, including earlier invocations'
     return result
 
 

@@ -1,0 +1,329 @@
+"""The width study and the compute frontier, over every finished run in a sweep directory.
+
+A sweep directory's ``runs/`` is a pool: several ``tst sweep`` invocations (widths, depths, learning
+rates, bag sizes, budgets) may add to it. This module reads the whole pool back, groups runs by model
+shape, learning rate and step count, and reports
+
+* **Δ vs width**: for each depth (and TST cell), Δ = TST − baseline final validation loss, paired by seed,
+  with 95 % t-intervals; a least-squares trend ``Δ = a + b·log2(width)`` over the per-seed values and the
+  width where it crosses zero, with a bootstrap interval (seeds resampled within each width);
+* **the compute frontier**: runs are binned by total training FLOPs (a bin spans at most a factor
+  ``FRONTIER_SPAN``); in each bin with at least two shapes, the best baseline shape against the best TST
+  shape — the comparison a user who picks the best shape for their budget cares about.
+
+Pure reading and arithmetic; no training. ``tst sweep --report-only --out DIR`` calls it alone.
+"""
+from __future__ import annotations
+
+import json
+import math
+import random
+import statistics
+from dataclasses import dataclass
+from pathlib import Path
+
+from .. import rundir
+from ..metrics import read_metrics
+from . import analysis
+
+FRONTIER_SPAN = 1.3  # runs whose total FLOPs differ by less than this factor share a budget bin
+BOOTSTRAP = 2000
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    name: str
+    dim: int
+    n_layers: int
+    lr: float
+    steps: int
+    arm: str  # "baseline" or the TST cell "s4-r0.25-uniform"
+    seed: int
+    flops: float
+    final_val_loss: float
+    flops_per_position: float
+    params: int
+
+
+def _arm(cfg) -> str | None:
+    t = cfg.tst
+    if t.mode == "baseline" or t.bag_size == 1 or t.superposition_frac == 0:
+        return "baseline"
+    if t.mode != "tst" or t.reinit_embeddings or t.reset_optimizer:
+        return None  # ablations are compared by `tst compare`, not here
+    return f"s{t.bag_size}-r{t.superposition_frac:g}-{t.weights}"
+
+
+def scan(runs_dir: Path) -> list[RunInfo]:
+    """Every completed run of the pool (incomplete ones are skipped: a study may still be training)."""
+    out = []
+    for d in sorted(runs_dir.iterdir()) if runs_dir.is_dir() else []:
+        summary = rundir.read_summary(d)
+        if not (summary and summary.get("completed")) or not (d / rundir.PLAN_FILE).is_file():
+            continue
+        cfg = rundir.read_config(d)
+        arm = _arm(cfg)
+        curve = analysis.eval_curve(read_metrics(d))
+        if arm is None or not curve:
+            continue
+        plan = json.loads((d / rundir.PLAN_FILE).read_text())
+        out.append(RunInfo(d.name, plan["model"]["dim"], plan["model"]["n_layers"], cfg.train.lr, cfg.train.steps,
+                           arm, cfg.train.seed, summary["flops"], curve[-1][1], plan["flops_per_position"],
+                           plan["params"]))
+    return out
+
+
+def _key(r: RunInfo) -> tuple:
+    return (r.dim, r.n_layers, r.lr, r.steps)
+
+
+def group_deltas(runs: list[RunInfo]) -> list[dict]:
+    """One row per (shape, lr, steps, TST cell): baseline and TST losses and the paired Δ over seeds."""
+    by_key: dict[tuple, dict[str, dict[int, RunInfo]]] = {}
+    for r in runs:
+        by_key.setdefault(_key(r), {}).setdefault(r.arm, {})[r.seed] = r
+    rows = []
+    for key, arms in sorted(by_key.items()):
+        base = arms.get("baseline", {})
+        for arm, seeds in sorted(arms.items()):
+            if arm == "baseline":
+                continue
+            common = sorted(set(seeds) & set(base))
+            deltas = [seeds[s].final_val_loss - base[s].final_val_loss for s in common]
+            any_run = next(iter(seeds.values()))
+            rows.append({"dim": key[0], "n_layers": key[1], "lr": key[2], "steps": key[3], "arm": arm,
+                         "seeds": common, "flops": any_run.flops, "flops_per_position": any_run.flops_per_position,
+                         "params": any_run.params,
+                         "baseline": analysis.mean_ci([base[s].final_val_loss for s in common]),
+                         "tst": analysis.mean_ci([seeds[s].final_val_loss for s in common]),
+                         "delta": analysis.mean_ci(deltas), "delta_per_seed": deltas,
+                         "baseline_per_seed": [base[s].final_val_loss for s in common],
+                         "tst_per_seed": [seeds[s].final_val_loss for s in common]})
+    return rows
+
+
+# ---------------------------------------------------------------------------------- Δ vs width
+def _fit(points: list[tuple[float, float]]) -> tuple[float, float] | None:
+    """Least squares ``y = a + b·x``; None when x does not vary."""
+    xs, ys = [p[0] for p in points], [p[1] for p in points]
+    if len(set(xs)) < 2:
+        return None
+    mx, my = statistics.fmean(xs), statistics.fmean(ys)
+    b = sum((x - mx) * (y - my) for x, y in points) / sum((x - mx) ** 2 for x in xs)
+    return my - b * mx, b
+
+
+def width_trends(rows: list[dict], seed: int = 0) -> list[dict]:
+    """For each (depth, lr, steps, cell) seen at two or more widths: Δ per width and the fitted crossover."""
+    series: dict[tuple, list[dict]] = {}
+    for r in rows:
+        if r["delta"]["n"]:
+            series.setdefault((r["n_layers"], r["lr"], r["steps"], r["arm"]), []).append(r)
+    out = []
+    rng = random.Random(seed)
+    for (layers, lr, steps, arm), rs in sorted(series.items()):
+        rs = sorted(rs, key=lambda r: r["dim"])
+        if len({r["dim"] for r in rs}) < 2:
+            continue
+        per_width = [(math.log2(r["dim"]), r["delta_per_seed"]) for r in rs]
+        fit = _fit([(x, d) for x, ds in per_width for d in ds])
+        trend = {"n_layers": layers, "lr": lr, "steps": steps, "arm": arm,
+                 "widths": [r["dim"] for r in rs], "delta": [r["delta"] for r in rs]}
+        if fit is not None:
+            a, b = fit
+            trend.update(intercept=a, slope_per_doubling=b, crossover_width=_crossover(a, b))
+            boots = []
+            for _ in range(BOOTSTRAP):
+                sample = [(x, d) for x, ds in per_width for d in rng.choices(ds, k=len(ds))]
+                f = _fit(sample)
+                boots.append(_crossover(*f) if f else None)
+            finite = sorted(c for c in boots if c is not None)
+            trend["crossover_ci95"] = ([finite[int(0.025 * len(boots))], finite[int(0.975 * len(boots)) - 1]]
+                                       if len(finite) >= 0.95 * len(boots) else None)
+            trend["crossover_found_in"] = len(finite) / len(boots)
+        out.append(trend)
+    return out
+
+
+def _crossover(a: float, b: float) -> float | None:
+    """The width where ``a + b·log2(width) = 0``, when Δ falls with width (b < 0)."""
+    if b >= 0:
+        return None
+    x = -a / b
+    return 2.0 ** x if x < 60 else None
+
+
+# ---------------------------------------------------------------------------------- the frontier
+def frontier(rows: list[dict], span: float = FRONTIER_SPAN) -> list[dict]:
+    """Budget bins of total FLOPs; in each with ≥ 2 shapes, the best baseline shape vs the best TST shape."""
+    groups = sorted({(r["dim"], r["n_layers"], r["lr"], r["steps"], r["flops"]) for r in rows}, key=lambda g: g[-1])
+    bins: list[list[tuple]] = []
+    for g in groups:
+        if bins and g[-1] < span * bins[-1][0][-1]:
+            bins[-1].append(g)
+        else:
+            bins.append([g])
+    out = []
+    for members in bins:
+        keys = {m[:4] for m in members}
+        inside = [r for r in rows if (r["dim"], r["n_layers"], r["lr"], r["steps"]) in keys]
+        if len({(m[0], m[1]) for m in members}) < 2 or not inside:
+            continue
+        base = min(inside, key=lambda r: r["baseline"]["mean"])
+        best = min(inside, key=lambda r: r["tst"]["mean"])
+        out.append({"flops_range": [members[0][-1], members[-1][-1]], "shapes": sorted(keys),
+                    "best_baseline": _shape(base) | {"loss": base["baseline"]},
+                    "best_tst": _shape(best) | {"arm": best["arm"], "loss": best["tst"]},
+                    "delta": welch(best["tst_per_seed"], base["baseline_per_seed"])})
+    return out
+
+
+def _shape(row: dict) -> dict:
+    return {"dim": row["dim"], "n_layers": row["n_layers"], "lr": row["lr"], "steps": row["steps"]}
+
+
+def welch(a: list[float], b: list[float]) -> dict:
+    """mean(a) − mean(b) with a 95 % Welch interval (the two sides come from different shapes)."""
+    if not a or not b:
+        return {"mean": None, "ci95": None}
+    diff = statistics.fmean(a) - statistics.fmean(b)
+    if len(a) < 2 or len(b) < 2:
+        return {"mean": diff, "ci95": None}
+    va, vb = statistics.variance(a) / len(a), statistics.variance(b) / len(b)
+    se = math.sqrt(va + vb)
+    if se == 0:
+        return {"mean": diff, "ci95": [diff, diff]}
+    df = (va + vb) ** 2 / (va ** 2 / (len(a) - 1) + vb ** 2 / (len(b) - 1))
+    half = analysis.t_quantile(max(1, int(df))) * se
+    return {"mean": diff, "ci95": [diff - half, diff + half], "df": df}
+
+
+# ---------------------------------------------------------------------------------- the report
+def study_report(out: Path, log=print) -> dict | None:
+    """Write ``study.json``, ``study.md`` and the plots for every finished run under ``out/runs``."""
+    rows = group_deltas(scan(out / "runs"))
+    if not rows:
+        return None
+    result = {"groups": rows, "width_trends": width_trends(rows), "frontier": frontier(rows)}
+    rundir.write_json(out / "study.json", result)
+    plots = [p for p in (plot_width(out, result), plot_frontier(out, rows)) if p]
+    (out / "study.md").write_text(format_study(result, plots))
+    log(f"study report: {out / 'study.md'}")
+    return result
+
+
+def _ci(stat: dict, digits: int = 3, signed: bool = True) -> str:
+    if not stat or stat.get("mean") is None:
+        return "n/a"
+    f = f"{{:{'+' if signed else ''}.{digits}f}}"
+    text = f.format(stat["mean"])
+    if stat.get("ci95"):
+        text += " [" + ", ".join(f.format(v) for v in stat["ci95"]) + "]"
+    return text
+
+
+def format_study(result: dict, plots: list[str]) -> str:
+    md = ["# Where TST pays: width, depth and the compute frontier", "",
+          "Δ = TST − baseline final validation loss (next-token CE on held-out data) at equal FLOPs, paired by "
+          "seed; brackets are 95 % intervals. Δ < 0: TST is better.", ""]
+    if result["frontier"]:
+        md += ["## The compute frontier", "",
+               "Runs binned by total training FLOPs (a bin spans less than a factor "
+               f"{FRONTIER_SPAN}); in each bin, the best baseline shape against the best TST shape (Welch interval: "
+               "the two come from different shapes).", "",
+               "| FLOPs | shapes tried (d/L) | best baseline | loss | best TST | loss | Δ frontier |",
+               "|---|---|---|---|---|---|---|"]
+        for f in result["frontier"]:
+            b, t = f["best_baseline"], f["best_tst"]
+            shapes = ", ".join(f"{d}/{n}" for d, n, *_ in f["shapes"])
+            md.append(f"| {f['flops_range'][0]:.2e}–{f['flops_range'][1]:.2e} | {shapes} | d{b['dim']}/L{b['n_layers']} "
+                      f"lr {b['lr']:g}, {b['steps']} steps | {_ci(b['loss'], signed=False)} | d{t['dim']}/L{t['n_layers']} "
+                      f"lr {t['lr']:g}, {t['steps']} steps, {t['arm']} | {_ci(t['loss'], signed=False)} | {_ci(f['delta'])} |")
+        md.append("")
+    if result["width_trends"]:
+        md += ["## Δ against width", "", "| depth | lr | steps | TST cell | widths | Δ per width | trend per doubling | "
+               "crossover width [95 % bootstrap] |", "|---|---|---|---|---|---|---|---|"]
+        for t in result["width_trends"]:
+            per = "; ".join(f"d{w}: {_ci(d)}" for w, d in zip(t["widths"], t["delta"]))
+            slope = f"{t['slope_per_doubling']:+.3f}" if "slope_per_doubling" in t else "n/a"
+            cross = t.get("crossover_width")
+            cross_txt = "none (Δ does not fall with width)" if cross is None else f"{cross:.0f}"
+            if cross is not None and t.get("crossover_ci95"):
+                cross_txt += f" [{t['crossover_ci95'][0]:.0f}, {t['crossover_ci95'][1]:.0f}]"
+            elif cross is not None:
+                cross_txt += f" (interval undefined: {100 * (1 - t['crossover_found_in']):.0f}% of resamples find no crossover)"
+            md.append(f"| {t['n_layers']} | {t['lr']:g} | {t['steps']} | {t['arm']} | {', '.join(map(str, t['widths']))} | "
+                      f"{per} | {slope} | {cross_txt} |")
+        md.append("")
+    md += ["## Every group", "", "| width | depth | lr | steps | FLOPs/position | TST cell | seeds | baseline | TST | Δ |",
+           "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in result["groups"]:
+        md.append(f"| {r['dim']} | {r['n_layers']} | {r['lr']:g} | {r['steps']} | {r['flops_per_position'] / 1e6:.1f} M | "
+                  f"{r['arm']} | {len(r['seeds'])} | {_ci(r['baseline'], signed=False)} | {_ci(r['tst'], signed=False)} | "
+                  f"{_ci(r['delta'])} |")
+    md += [""] + [f"![{p}]({p})" for p in plots]
+    return "\n".join(md) + "\n"
+
+
+def _plt():
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    return plt
+
+
+def plot_width(out: Path, result: dict) -> str | None:
+    trends = result["width_trends"]
+    if not trends:
+        return None
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    for t in trends:
+        xs = t["widths"]
+        ys = [d["mean"] for d in t["delta"]]
+        err = [[d["mean"] - d["ci95"][0] for d in t["delta"]], [d["ci95"][1] - d["mean"] for d in t["delta"]]] \
+            if all(d.get("ci95") for d in t["delta"]) else None
+        label = f"L={t['n_layers']}, lr {t['lr']:g}, {t['steps']} steps, {t['arm']}"
+        line = ax.errorbar(xs, ys, yerr=err, marker="o", capsize=3, label=label)
+        if "slope_per_doubling" in t:
+            lo, hi = math.log2(min(xs)) - 0.5, math.log2(max(xs)) + 1.5
+            grid = [lo + (hi - lo) * i / 40 for i in range(41)]
+            ax.plot([2 ** g for g in grid], [t["intercept"] + t["slope_per_doubling"] * g for g in grid], ls="--",
+                    color=line[0].get_color(), alpha=0.6)
+    ax.axhline(0, color="k", lw=0.8)
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("model width d (log scale)")
+    ax.set_ylabel("Δ final val loss, TST − baseline (nats)")
+    ax.set_title("TST vs the equal-FLOPs baseline against width (95% CI; dashed: fitted trend)", fontsize=9)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(out / "delta_vs_width.png", dpi=120)
+    plt.close(fig)
+    return "delta_vs_width.png"
+
+
+def plot_frontier(out: Path, rows: list[dict]) -> str | None:
+    if len({(r["dim"], r["n_layers"]) for r in rows}) < 2:
+        return None
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    for which, marker, color in (("baseline", "o", "tab:blue"), ("tst", "s", "tab:red")):
+        pts = sorted({(r["flops"], r[which]["mean"], r["dim"], r["n_layers"]) for r in rows if r[which]["mean"]})
+        ax.scatter([p[0] for p in pts], [p[1] for p in pts], marker=marker, color=color, label=which, s=22)
+        for f, y, d, n in pts:
+            ax.annotate(f"{d}/{n}", (f, y), fontsize=6, xytext=(3, 2), textcoords="offset points", color=color)
+        env, best = [], math.inf
+        for f, y, *_ in pts:
+            if y < best:
+                best = y
+                env.append((f, y))
+        ax.step([p[0] for p in env], [p[1] for p in env], where="post", color=color, alpha=0.5)
+    ax.set_xscale("log")
+    ax.set_xlabel("total training FLOPs (positions × FLOPs/position)")
+    ax.set_ylabel("final validation loss (mean over seeds)")
+    ax.set_title("Compute frontier: every shape (width/depth), baseline vs TST; steps = best so far", fontsize=9)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out / "frontier.png", dpi=120)
+    plt.close(fig)
+    return "frontier.png"

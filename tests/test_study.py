@@ -1,0 +1,74 @@
+"""The width study and frontier analysis against hand computations on synthetic run pools."""
+from __future__ import annotations
+
+import math
+import statistics
+
+import pytest
+
+from tst_train.experiments import analysis, study
+from tst_train.experiments.study import RunInfo
+
+
+def run(dim, layers, arm, seed, loss, steps=100, lr=1e-3, fpp=None):
+    fpp = fpp if fpp is not None else dim * layers * 1e3
+    return RunInfo(f"d{dim}-{arm}-{seed}", dim, layers, lr, steps, arm, seed, fpp * steps, loss, fpp, 0)
+
+
+def pool(delta_of_dim, dims=(64, 128, 256, 512), layers=2, noise=(0.0, 0.01, -0.01)):
+    out = []
+    for d in dims:
+        for seed, e in enumerate(noise):
+            base = 5.0 - 0.1 * math.log2(d) + e
+            out += [run(d, layers, "baseline", seed, base), run(d, layers, "s4-r0.25-uniform", seed, base + delta_of_dim(d))]
+    return out
+
+
+def test_paired_deltas_per_group():
+    rows = study.group_deltas(pool(lambda d: 0.2))
+    assert len(rows) == 4
+    for r in rows:
+        assert r["delta"]["mean"] == pytest.approx(0.2) and r["delta"]["sd"] == pytest.approx(0.0, abs=1e-12)
+        assert r["seeds"] == [0, 1, 2] and r["tst_per_seed"][1] - r["baseline_per_seed"][1] == pytest.approx(0.2)
+
+
+def test_width_trend_finds_the_crossover_of_an_exact_line():
+    # Δ = 0.5 − 0.1·log2(d): zero at log2(d) = 5 → d = 32 (per-seed Δ identical: no spread)
+    rows = study.group_deltas(pool(lambda d: 0.5 - 0.1 * math.log2(d)))
+    (t,) = study.width_trends(rows)
+    assert t["slope_per_doubling"] == pytest.approx(-0.1) and t["intercept"] == pytest.approx(0.5)
+    assert t["crossover_width"] == pytest.approx(32.0)
+    assert t["crossover_ci95"] == pytest.approx([32.0, 32.0])
+    assert t["widths"] == [64, 128, 256, 512]
+
+
+def test_no_crossover_when_delta_grows_with_width():
+    rows = study.group_deltas(pool(lambda d: 0.01 * math.log2(d)))
+    (t,) = study.width_trends(rows)
+    assert t["slope_per_doubling"] > 0 and t["crossover_width"] is None
+
+
+def test_frontier_compares_best_shapes_within_a_budget_bin():
+    # two shapes at (almost) the same FLOPs, one far cheaper shape in its own bin
+    runs = []
+    for seed, e in enumerate((0.0, 0.02, -0.02)):
+        runs += [run(256, 4, "baseline", seed, 4.60 + e, fpp=24.5e6), run(256, 4, "s4-r0.25-uniform", seed, 4.70 + e, fpp=24.5e6),
+                 run(512, 1, "baseline", seed, 4.82 + e, fpp=30.3e6), run(512, 1, "s4-r0.25-uniform", seed, 4.69 + e, fpp=30.3e6),
+                 run(64, 2, "baseline", seed, 4.70 + e, fpp=2.2e6), run(64, 2, "s4-r0.25-uniform", seed, 5.00 + e, fpp=2.2e6)]
+    rows = study.group_deltas(runs)
+    (f,) = study.frontier(rows)  # the 2.2M shape is alone in its bin: no frontier comparison there
+    assert (f["best_baseline"]["dim"], f["best_baseline"]["n_layers"]) == (256, 4)
+    assert (f["best_tst"]["dim"], f["best_tst"]["n_layers"]) == (512, 1)
+    assert f["delta"]["mean"] == pytest.approx(4.69 - 4.60)
+    a, b = [4.69, 4.71, 4.67], [4.60, 4.62, 4.58]
+    se = math.sqrt(statistics.variance(a) / 3 + statistics.variance(b) / 3)
+    assert f["delta"]["ci95"][1] - f["delta"]["mean"] == pytest.approx(analysis.t_quantile(4) * se)  # df = 4 here
+
+
+def test_welch_matches_hand_computation():
+    a, b = [1.0, 2.0, 3.0, 4.0], [2.0, 2.5, 3.5]
+    w = study.welch(a, b)
+    va, vb = statistics.variance(a) / 4, statistics.variance(b) / 3
+    df = (va + vb) ** 2 / (va ** 2 / 3 + vb ** 2 / 2)
+    assert w["mean"] == pytest.approx(2.5 - 8 / 3) and w["df"] == pytest.approx(df)
+    assert w["ci95"][1] - w["mean"] == pytest.approx(analysis.t_quantile(int(df)) * math.sqrt(va + vb))

@@ -1,0 +1,302 @@
+"""Trust: no code runs from a received run directory, no silent wrong result, no stuck state, every bad
+input a one-line error (exit 2). Each case here failed before the fix it tests."""
+from __future__ import annotations
+
+import dataclasses
+import io
+import json
+import os
+import pickle
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from tst_train import checkpoint, rundir
+from tst_train.cli import main
+from tst_train.config import Config, OneOf, Pattern, Range, iter_fields
+from tst_train.errors import UserError
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = ["--preset", "tiny", "--steps", "8", "--batch-size", "2", "--seq-len", "16", "--bag-size", "2",
+        "--superposition-frac", "0.5", "--eval-every", "4", "--checkpoint-every", "2", "--train.warmup_steps=2",
+        "--eval.tokens=512", "--log.tensorboard=false", "--log.progress=false", "--train.threads=1"]
+
+
+def cli(capsys, *args) -> tuple[int, str, str]:
+    code = main([str(a) for a in args])
+    cap = capsys.readouterr()
+    return code, cap.out, cap.err
+
+
+def one_line(err: str) -> bool:
+    return err.count("\n") == 1 and "Traceback" not in err
+
+
+@pytest.fixture
+def trained(tiny_data, tmp_path, capsys):
+    run = tmp_path / "run"
+    assert cli(capsys, "train", "--data", tiny_data, "--out", run, *TINY)[0] == 0
+    return run
+
+
+# ----------------------------------------------------------------------------------- every field, a bad value
+# Fields whose every value of the right type is valid (said here, so that a new field without a declared
+# range fails the test below instead of silently accepting anything).
+ANY_VALUE = {"log.wandb_project"}
+
+
+def bad_values(key: str, f: dataclasses.Field) -> list[str]:
+    """Values of the right syntax that the field must refuse (and, for numbers, non-finite ones)."""
+    check = f.metadata.get("check")
+    typ = {"int": int, "float": float, "str": str, "bool": bool}.get(f.type, f.type)
+    out = []
+    if typ is bool:
+        return ["maybe"]
+    if isinstance(check, Range):
+        if check.lo is not None:
+            out.append(str(check.lo if check.lo_open else (check.lo - 1 if typ is int else check.lo - 0.5)))
+        if check.hi is not None:
+            out.append(str(check.hi if check.hi_open else (int(check.hi) + 1 if typ is int else check.hi + 0.5)))
+    elif isinstance(check, (OneOf, Pattern)):
+        out.append("not-a-valid-choice")
+    if typ is float:
+        out += ["nan", "inf", "-inf"]
+    if typ is int:
+        out += ["2.5", "1e400", "abc"]
+    return out
+
+
+TST_CORE = {"tst.bag_size": ["0", "-3"], "tst.superposition_frac": ["1.5", "-0.1", "nan"],
+            "tst.mode": ["magic"], "tst.weights": ["heavy"]}
+
+
+def field_cases():
+    cases = []
+    for key, f, _ in iter_fields(Config()):
+        values = TST_CORE.get(key) or bad_values(key, f)
+        if key == "data.path":
+            continue  # a path: missing / not prepared is tested below
+        if not values:
+            assert key in ANY_VALUE, f"{key} declares no valid range: add a check to its opt(...) or list it in ANY_VALUE"
+        cases += [(key, v) for v in values]
+    return cases
+
+
+@pytest.mark.parametrize("key,value", field_cases(), ids=lambda x: str(x))
+def test_every_field_refuses_bad_values_before_anything_is_written(tiny_data, tmp_path, capsys, key, value):
+    out = tmp_path / "r"
+    code, _, err = cli(capsys, "train", "--data", tiny_data, "--out", out, f"--{key}={value}", *TINY[:2])
+    assert code == 2 and one_line(err), err
+    assert key.split(".")[-1] in err or key in err or "cannot read" in err, err
+    assert not out.exists() and not list(tmp_path.glob(".r.*"))
+
+
+def test_odd_numbers_on_the_command_line(tiny_data, tmp_path, capsys):
+    for flags, expected in [(["--steps", "1e400"], "too large"), (["--steps", "2.5"], "whole number"),
+                            (["--steps", "2e0", "--dry-run"], None)]:
+        code, out, err = cli(capsys, "train", "--data", tiny_data, "--out", tmp_path / "x", *flags)
+        if expected is None:
+            assert code == 0 and "steps = 2" in out  # 2e0 is the whole number 2
+        else:
+            assert code == 2 and expected in err and one_line(err), err
+
+
+def test_config_file_not_utf8_and_meta_json_wrong_types(tiny_data, tmp_path, capsys):
+    bad = tmp_path / "latin.toml"
+    bad.write_bytes('[train]\nlr = 1e-3 # caf\xe9\n'.encode("latin-1"))
+    code, _, err = cli(capsys, "train", "--data", tiny_data, "--out", tmp_path / "r", "--config", bad)
+    assert code == 2 and "not UTF-8" in err and one_line(err)
+    nonfinite = tmp_path / "nan.toml"
+    nonfinite.write_text("[train]\nlr = nan\n")
+    code, _, err = cli(capsys, "train", "--data", tiny_data, "--out", tmp_path / "r", "--config", nonfinite)
+    assert code == 2 and "train.lr must be a finite number" in err and not (tmp_path / "r").exists()
+
+
+# ----------------------------------------------------------------------------------- failed starts leave nothing
+def test_a_failed_start_leaves_no_run_directory(tiny_data, tmp_path, capsys):
+    run = tmp_path / "run"
+    for flags in (["--data", tmp_path / "missing"], ["--data", tiny_data, "--model.dim=60"],  # 60 % 4 heads ok, hd 15 odd
+                  ["--data", tiny_data, "--model.n_heads=3"]):
+        code, _, err = cli(capsys, "train", "--out", run, *flags, *TINY)
+        assert code == 2 and one_line(err), err
+        assert not run.exists(), flags
+    assert cli(capsys, "train", "--out", run, "--data", tiny_data, *TINY)[0] == 0  # the corrected command just works
+
+
+def test_run_directory_creation_is_atomic(tmp_path):
+    cfg = Config()
+    stale = tmp_path / ".run.creating-99999"
+    stale.mkdir()  # left by a creator killed mid-way
+    rundir.create(tmp_path / "run", cfg)
+    assert rundir.is_run_dir(tmp_path / "run") and not stale.exists()
+    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == ["config.toml", "run.json"]
+
+
+# ----------------------------------------------------------------------------------- resume and reuse
+def test_resume_of_a_finished_run_keeps_its_summary(trained, capsys):
+    before = json.loads((trained / "summary.json").read_text())
+    code, out, err = cli(capsys, "train", "--out", trained, "--resume")
+    after = json.loads((trained / "summary.json").read_text())
+    assert code == 0, err
+    assert after["final_val_loss"] == before["final_val_loss"] is not None
+    assert after["best_val_loss"] == before["best_val_loss"] and after["completed"]
+
+
+def test_concurrent_resume_is_refused(trained, capsys):
+    with rundir.locked(trained):  # another process training this directory
+        code, _, err = cli(capsys, "train", "--out", trained, "--resume")
+    assert code == 2 and "being trained by another process" in err and one_line(err)
+    assert cli(capsys, "train", "--out", trained, "--resume")[0] == 0  # the lock dies with its holder
+
+
+# ----------------------------------------------------------------------------------- hostile and damaged files
+class _Payload:
+    """Unpickling this runs ``touch MARKER``: what a malicious checkpoint would do."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def _rewrite_manifest(ckpt: Path) -> None:
+    """What an attacker (or a careless copy) can always do: make the manifest match the files."""
+    files = json.loads((ckpt / checkpoint.MANIFEST_FILE).read_text())["files"]
+    fresh = checkpoint._hash_files(ckpt, [n for n in files if (ckpt / n).is_file()])
+    (ckpt / checkpoint.MANIFEST_FILE).write_text(json.dumps({"files": fresh}))
+
+
+@pytest.mark.parametrize("target", [".metadata", "legacy_state"])
+def test_a_malicious_pickle_does_not_run(trained, tmp_path, capsys, target):
+    marker = tmp_path / "pwned"
+    for ckpt in checkpoint.list_checkpoints(trained / "checkpoints"):
+        if target == ".metadata":
+            (ckpt / ".metadata").write_bytes(pickle.dumps(_Payload(marker)))
+        else:  # an old-style pickled trainer state
+            (ckpt / checkpoint.STATE_FILE).unlink()
+            (ckpt / checkpoint.LEGACY_STATE_FILE).write_bytes(pickle.dumps(_Payload(marker)))
+            manifest = json.loads((ckpt / checkpoint.MANIFEST_FILE).read_text())
+            manifest["files"].pop(checkpoint.STATE_FILE)
+            (ckpt / checkpoint.MANIFEST_FILE).write_text(json.dumps(manifest))
+        _rewrite_manifest(ckpt)
+    (trained / "summary.json").unlink()
+    for args in (["train", "--out", trained, "--resume"], ["export", "--run", trained, "--out", tmp_path / "hf"]):
+        if target == "legacy_state" and args[0] == "export":
+            continue  # export reads no trainer state
+        code, _, err = cli(capsys, *args)
+        assert code == 2 and one_line(err), err
+        assert not marker.exists(), "the payload ran"
+
+
+def test_the_planner_loads_non_tensor_items_safely(tmp_path):
+    marker = tmp_path / "pwned"
+    buf = io.BytesIO()
+    torch.save(_Payload(marker), buf)
+    buf.seek(0)
+    with pytest.raises(pickle.UnpicklingError):
+        checkpoint.SafeLoadPlanner().load_bytes(None, buf)
+    assert not marker.exists()
+
+
+def _truncate(p: Path) -> None:
+    p.write_bytes(p.read_bytes()[: max(1, p.stat().st_size // 2)])
+
+
+def _flip(p: Path) -> None:
+    data = bytearray(p.read_bytes())
+    data[len(data) // 2] ^= 0x10
+    p.write_bytes(bytes(data))
+
+
+DAMAGE = {
+    "flipped shard": lambda c: _flip(next(c.glob("*.distcp"))),
+    "truncated shard": lambda c: _truncate(next(c.glob("*.distcp"))),
+    "missing shard": lambda c: next(c.glob("*.distcp")).unlink(),
+    "missing metadata": lambda c: (c / ".metadata").unlink(),
+    "truncated metadata": lambda c: _truncate(c / ".metadata"),
+    "truncated state": lambda c: _truncate(c / checkpoint.STATE_FILE),
+    "truncated info": lambda c: _truncate(c / checkpoint.INFO_FILE),
+    "missing manifest": lambda c: (c / checkpoint.MANIFEST_FILE).unlink(),
+}
+
+
+@pytest.mark.parametrize("how", list(DAMAGE))
+def test_damaged_checkpoints_fall_back_or_stop_with_one_line(tiny_data, tmp_path, capsys, how):
+    flags = ["--data", tiny_data, *TINY[:2], "--steps", "8", *TINY[4:]]
+    ref = tmp_path / "ref"
+    assert cli(capsys, "train", "--out", ref, *flags)[0] == 0
+    run = tmp_path / "run"
+    assert cli(capsys, "train", "--out", run, *flags)[0] == 0
+    ckpts = checkpoint.list_checkpoints(run / "checkpoints")
+    assert len(ckpts) == 2
+    (run / "summary.json").unlink()
+    DAMAGE[how](ckpts[-1])  # the newest is damaged: resume warns and falls back to the older one
+    code, out, err = cli(capsys, "train", "--out", run, "--resume")
+    assert code == 0 and "is damaged" in out, (out, err)
+    loss = lambda d: [json.loads(x)["loss"] for x in (d / "metrics.jsonl").read_text().splitlines() if '"loss"' in x]
+    assert loss(run) == loss(ref)  # resumed from the older checkpoint, exactly
+    for c in checkpoint.list_checkpoints(run / "checkpoints"):
+        DAMAGE[how](c)
+    code, _, err = cli(capsys, "train", "--out", run, "--resume")
+    assert code == 2 and one_line(err) and ("damaged" in err or "could not be loaded" in err), err
+    code, _, err = cli(capsys, "export", "--run", run, "--out", tmp_path / "hf")
+    assert code == 2 and one_line(err), err
+    assert not (tmp_path / "hf").exists()
+
+
+def test_export_refuses_a_checkpoint_that_does_not_match_the_config(trained, tmp_path, capsys):
+    text = (trained / "config.toml").read_text().replace("n_layers = 0", "n_layers = 3")
+    (trained / "config.toml").write_text(text)
+    code, _, err = cli(capsys, "export", "--run", trained, "--out", tmp_path / "hf")
+    assert code == 2 and "incompatible" in err and one_line(err)
+
+
+def test_stale_export_temporaries_are_cleaned(trained, tmp_path, capsys):
+    stale = tmp_path / ".hf.tmp-killed"
+    stale.mkdir()
+    assert cli(capsys, "export", "--run", trained, "--out", tmp_path / "hf")[0] == 0
+    assert not stale.exists() and (tmp_path / "hf" / "model.safetensors").is_file()
+
+
+# ----------------------------------------------------------------------------------- disk full, read-only
+@pytest.mark.parametrize("err,expected", [(OSError(28, "No space left on device"), "no space left on device"),
+                                          (OSError(30, "Read-only file system"), "read-only file system"),
+                                          (RuntimeError("[enforce fail at inline_container.cc:672] . PytorchStreamWriter "
+                                                        "failed writing file data/0: file write failed"), "disk full")])
+def test_write_failures_are_one_line(tiny_data, tmp_path, capsys, monkeypatch, err, expected):
+    def boom(*a, **k):
+        raise err
+    monkeypatch.setattr(checkpoint.dcp, "save", boom)
+    code, _, msg = cli(capsys, "train", "--data", tiny_data, "--out", tmp_path / "r", *TINY)
+    assert code == 2 and expected in msg and "writing checkpoint" in msg and one_line(msg), msg
+
+
+# ----------------------------------------------------------------------------------- collectives
+def test_a_frozen_rank_times_out_instead_of_hanging(tmp_path):
+    """Two gloo ranks, one of which never reaches the all-reduce: the other stops after the timeout."""
+    script = tmp_path / "frozen.py"
+    script.write_text(
+        "import os, sys, time, torch\n"
+        "from tst_train import distributed\n"
+        "from tst_train.errors import UserError\n"
+        "distributed.init('cpu', timeout_s=3)\n"
+        "if os.environ['RANK'] == '1':\n"
+        "    time.sleep(30); sys.exit(0)\n"
+        "try:\n"
+        "    distributed.all_reduce_sum(torch.ones(1))\n"
+        "except UserError as e:\n"
+        "    print('error:', e); sys.exit(2)\n")
+    env = dict(os.environ, MASTER_ADDR="127.0.0.1", MASTER_PORT=str(29500 + os.getpid() % 1000), WORLD_SIZE="2")
+    procs = [subprocess.Popen([sys.executable, str(script)], env=dict(env, RANK=str(r), LOCAL_RANK=str(r)),
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for r in (0, 1)]
+    try:
+        out, err = procs[0].communicate(timeout=25)
+    finally:
+        procs[1].kill()
+    assert procs[0].returncode == 2, err
+    assert "another rank stopped or froze" in out and out.count("\n") == 1
