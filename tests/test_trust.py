@@ -7,7 +7,6 @@ import io
 import json
 import os
 import pickle
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -18,7 +17,6 @@ import torch
 from tst_train import checkpoint, rundir
 from tst_train.cli import main
 from tst_train.config import Config, OneOf, Pattern, Range, iter_fields
-from tst_train.errors import UserError
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["--preset", "tiny", "--steps", "8", "--batch-size", "2", "--seq-len", "16", "--bag-size", "2",
