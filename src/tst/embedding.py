@@ -20,6 +20,8 @@ def superpose(embedding: nn.Embedding, tokens: torch.Tensor) -> torch.Tensor:
     tokens ``(B, T)`` → ordinary lookup ``(B, T, d)``.
     tokens ``(B, L, s)`` → mean of the ``s`` embeddings of each bag ``(B, L, d)``, summed in float32 and
     cast back once to the weight dtype. With ``s == 1`` this is bit-identical to the ordinary lookup.
+    Negative ids in a bag are padding (document-aware bagging pads a document's last bag): the mean is
+    over the bag's real tokens.
 
     Works on any ``nn.Embedding`` (or subclass), so hosts that feed ``inputs_embeds`` can use it.
     """
@@ -28,7 +30,8 @@ def superpose(embedding: nn.Embedding, tokens: torch.Tensor) -> torch.Tensor:
     bag_size = tokens.shape[-1]
     if bag_size == 1:
         return _lookup(embedding, tokens[..., 0])
-    return bag_mean(_lookup(embedding, tokens))  # (B, L, s, d) → (B, L, d)
+    valid = tokens >= 0  # (B, L, s); all True unless bags are padded
+    return bag_mean(_lookup(embedding, tokens.clamp_min(0)), valid)  # (B, L, s, d) → (B, L, d)
 
 
 def _lookup(embedding: nn.Embedding, tokens: torch.Tensor) -> torch.Tensor:

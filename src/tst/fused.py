@@ -10,7 +10,7 @@ import torch
 
 from .bags import IGNORE_INDEX
 from .loss import (TargetsLike, _acc_dtype, _check_reduction, _check_targets, _chunks, _default_chunk_rows,
-                   _effective_weights, _grad_from_probs_, _reduce, _row_losses, unpack_targets)
+                   _effective_weights, _grad_from_probs_, _reduce, _row_terms, unpack_targets)
 from .weights import Weights
 
 __all__ = ["fused_linear_multi_hot_cross_entropy"]
@@ -74,16 +74,16 @@ class _FusedLinearMCE(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, hidden, weight, ids, w, scale, weight_mm, chunk, rows):  # noqa: D102
+    def forward(ctx, hidden, weight, ids, w, scale, weight_mm, chunk, rows, loss):  # noqa: D102
         ctx.need = (ctx.needs_input_grad[0], ctx.needs_input_grad[1])
         ctx.dtypes = (hidden.dtype, weight.dtype)
         ctx.chunk = chunk
         ctx.rows = rows
         if rows:
-            out, lse = _fused_rows(hidden, weight_mm, ids, w, chunk)
-            ctx.save_for_backward(hidden, weight_mm, ids, w, lse)
+            out, lse, c = _fused_rows(hidden, weight_mm, ids, w, chunk, loss)
+            ctx.save_for_backward(hidden, weight_mm, ids, c, lse)
             return out  # (N,)
-        out, dh, dw = _fused_total_with_grads(hidden, weight_mm, ids, w, scale, chunk, ctx.need)
+        out, dh, dw = _fused_total_with_grads(hidden, weight_mm, ids, w, scale, chunk, ctx.need, loss)
         ctx.save_for_backward(dh, dw)
         return out  # scalar
 
@@ -91,10 +91,10 @@ class _FusedLinearMCE(torch.autograd.Function):
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad_out):  # noqa: D102
         if ctx.rows:
-            hidden, weight_mm, ids, w, lse = ctx.saved_tensors
+            hidden, weight_mm, ids, c, lse = ctx.saved_tensors
             # backward() may be called inside the caller's autocast region; our dtypes are explicit.
             with torch.autocast(hidden.device.type, enabled=False):
-                dh, dw = _fused_rows_backward(hidden, weight_mm, ids, w, lse, grad_out, ctx.chunk, ctx.need)
+                dh, dw = _fused_rows_backward(hidden, weight_mm, ids, c, lse, grad_out, ctx.chunk, ctx.need)
         else:
             # Not in place: with retain_graph the saved gradients must survive for the next backward.
             dh, dw = ctx.saved_tensors
@@ -102,10 +102,10 @@ class _FusedLinearMCE(torch.autograd.Function):
             dw = dw * grad_out if dw is not None else None  # (V, d)
         dh = dh.to(ctx.dtypes[0]) if dh is not None else None
         dw = dw.to(ctx.dtypes[1]) if dw is not None else None
-        return dh, dw, None, None, None, None, None, None
+        return dh, dw, None, None, None, None, None, None, None
 
 
-def _fused_total_with_grads(hidden, weight_mm, ids, w, scale, chunk, need):
+def _fused_total_with_grads(hidden, weight_mm, ids, w, scale, chunk, need, loss):
     """Scalar Σ rows·scale and its gradients wrt hidden ``(N, d)`` and weight ``(V, d)``, chunk by chunk.
 
     Gradients accumulate in the accumulation dtype (float32) and are cast to the input dtypes in backward.
@@ -120,29 +120,32 @@ def _fused_total_with_grads(hidden, weight_mm, ids, w, scale, chunk, need):
         x = _chunk_logits(h, weight_mm, acc)  # (C, V)
         z = x.gather(-1, ids[a:b])  # (C, s), before x is overwritten
         lse, sum_exp = _exp_lse_(x)  # (C,), (C, 1); x is now exp(logits − max)
-        total += _row_losses(lse, z, w[a:b]).sum()
-        _grad_from_probs_(x, ids[a:b], w[a:b], scale, sum_exp)  # x is now d(loss·scale)/dlogits
+        rows, c = _row_terms(lse, z, w[a:b], loss)
+        total += rows.sum()
+        _grad_from_probs_(x, ids[a:b], c, scale, sum_exp)  # x is now d(loss·scale)/dlogits
         _backprop_chunk(x, h, weight_mm, dh[a:b] if dh is not None else None, dw)
     return total * scale, dh, dw
 
 
-def _fused_rows(hidden, weight_mm, ids, w, chunk):
-    """Per-row losses ``(N,)`` and log-sum-exps ``(N,)``; no gradient work (also the eval path)."""
+def _fused_rows(hidden, weight_mm, ids, w, chunk, loss):
+    """Per-row losses ``(N,)``, log-sum-exps ``(N,)`` and gradient coefficients ``(N, s)``; no gradient work
+    (also the eval path)."""
     acc = w.dtype
     n = hidden.shape[0]
     out = torch.empty(n, dtype=acc, device=hidden.device)  # (N,)
     lse = torch.empty(n, dtype=acc, device=hidden.device)  # (N,)
+    c = torch.empty_like(w)  # (N, s)
     for a, b in _chunks(n, chunk):
         x = _chunk_logits(hidden[a:b], weight_mm, acc)  # (C, V)
         z = x.gather(-1, ids[a:b])  # (C, s)
         lse[a:b] = torch.logsumexp(x, dim=-1)  # (C,)
-        out[a:b] = _row_losses(lse[a:b], z, w[a:b])
-    return out, lse
+        out[a:b], c[a:b] = _row_terms(lse[a:b], z, w[a:b], loss)
+    return out, lse, c
 
 
-def _fused_rows_backward(hidden, weight_mm, ids, w, lse, grad_rows, chunk, need):
+def _fused_rows_backward(hidden, weight_mm, ids, c, lse, grad_rows, chunk, need):
     """Recompute each chunk's softmax from saved log-sum-exps and chain through the LM head."""
-    acc = w.dtype
+    acc = c.dtype
     n = hidden.shape[0]
     dh = torch.empty(n, hidden.shape[1], dtype=acc, device=hidden.device) if need[0] else None  # (N, d)
     dw = torch.zeros(weight_mm.shape, dtype=acc, device=hidden.device) if need[1] else None  # (V, d)
@@ -150,7 +153,7 @@ def _fused_rows_backward(hidden, weight_mm, ids, w, lse, grad_rows, chunk, need)
         h = hidden[a:b]  # (C, d)
         x = _chunk_logits(h, weight_mm, acc)  # (C, V)
         x.sub_(lse[a:b].unsqueeze(-1)).exp_()  # (C, V) softmax
-        _grad_from_probs_(x, ids[a:b], w[a:b], grad_rows[a:b].to(acc))
+        _grad_from_probs_(x, ids[a:b], c[a:b], grad_rows[a:b].to(acc))
         _backprop_chunk(x, h, weight_mm, dh[a:b] if dh is not None else None, dw)
     return dh, dw
 
@@ -166,8 +169,8 @@ def _matmul_dtype(hidden: torch.Tensor, weight: torch.Tensor) -> torch.dtype:
 
 def fused_linear_multi_hot_cross_entropy(hidden: torch.Tensor, weight: torch.Tensor, targets: TargetsLike, *,
                                          weights: Optional[Weights] = None, ignore_index: int = IGNORE_INDEX,
-                                         reduction: str = "mean",
-                                         chunk_size: Optional[int] = None) -> torch.Tensor:
+                                         reduction: str = "mean", chunk_size: Optional[int] = None,
+                                         loss: Optional[str] = None) -> torch.Tensor:
     """``multi_hot_cross_entropy(hidden @ weight.T, targets)`` without ever materialising the ``(N, V)`` logits.
 
     Rows are processed in chunks of ``chunk_size``; per chunk the logits are computed (in the autocast dtype
@@ -179,7 +182,7 @@ def fused_linear_multi_hot_cross_entropy(hidden: torch.Tensor, weight: torch.Ten
         hidden: ``(..., d)`` final hidden states (after the final norm).
         weight: ``(V, d)`` LM-head weight (no bias).
         targets: a :class:`tst.BagTargets` or ``(..., s)`` integer ids / ``ignore_index``; ``...`` must match ``hidden``.
-        weights, ignore_index, reduction: as :func:`multi_hot_cross_entropy` (same normalisation).
+        weights, ignore_index, reduction, loss: as :func:`multi_hot_cross_entropy` (same normalisation).
         chunk_size: rows per chunk. Default: ``2**28 // (4·V)`` rows (a 256 MiB float32 chunk of logits),
             rounded down to a power of two (e.g. 2048 rows at V = 32768, 512 at V = 131072). Peak extra memory
             is about one such chunk (softmax and gradient are formed in place in the chunk's logits; under
@@ -192,7 +195,7 @@ def fused_linear_multi_hot_cross_entropy(hidden: torch.Tensor, weight: torch.Ten
         gradient work is done.
     """
     _check_reduction(reduction)
-    targets, weights = unpack_targets(targets, weights)
+    targets, weights, loss = unpack_targets(targets, weights, loss)
     if weight.dim() != 2 or hidden.dim() < 1 or hidden.shape[-1] != weight.shape[1]:
         raise ValueError(
             f"hidden must be (..., d) and weight (V, d) with the same d, got hidden {tuple(hidden.shape)} "
@@ -208,23 +211,23 @@ def fused_linear_multi_hot_cross_entropy(hidden: torch.Tensor, weight: torch.Ten
     chunk = chunk_size or _default_chunk_rows(vocab)
     mm_dtype = _matmul_dtype(hidden, weight)  # read before autocast is switched off below
     with torch.autocast(hidden.device.type, enabled=False):  # dtypes are explicit from here on
-        return _fused_dispatch(flat, weight, ids, w, reduction, chunk, mm_dtype, hidden.shape[:-1])
+        return _fused_dispatch(flat, weight, ids, w, reduction, chunk, mm_dtype, hidden.shape[:-1], loss)
 
 
-def _fused_dispatch(flat, weight, ids, w, reduction, chunk, mm_dtype, lead_shape):
+def _fused_dispatch(flat, weight, ids, w, reduction, chunk, mm_dtype, lead_shape, loss):
     weight_mm = weight.to(mm_dtype)  # (V, d), a no-op without autocast
     need_grad = torch.is_grad_enabled() and (flat.requires_grad or weight.requires_grad)
     if reduction == "none":
         if need_grad:
-            rows = _FusedLinearMCE.apply(flat, weight, ids, w, None, weight_mm.detach(), chunk, True)
+            rows = _FusedLinearMCE.apply(flat, weight, ids, w, None, weight_mm.detach(), chunk, True, loss)
         else:
-            rows, _ = _fused_rows(flat.detach(), weight_mm.detach(), ids, w, chunk)
+            rows, _, _ = _fused_rows(flat.detach(), weight_mm.detach(), ids, w, chunk, loss)
         return rows.reshape(lead_shape)  # (...,)
     if not need_grad:
-        rows, _ = _fused_rows(flat.detach(), weight_mm.detach(), ids, w, chunk)
+        rows, _, _ = _fused_rows(flat.detach(), weight_mm.detach(), ids, w, chunk, loss)
         return _reduce(rows, w, reduction)
     scale = _mean_scale(w) if reduction == "mean" else torch.ones((), dtype=w.dtype, device=w.device)
-    return _FusedLinearMCE.apply(flat, weight, ids, w, scale, weight_mm.detach(), chunk, False)
+    return _FusedLinearMCE.apply(flat, weight, ids, w, scale, weight_mm.detach(), chunk, False, loss)
 
 
 def _mean_scale(w: torch.Tensor) -> torch.Tensor:

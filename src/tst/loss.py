@@ -32,10 +32,10 @@ from typing import Optional, Union
 import torch
 
 from .bags import IGNORE_INDEX
-from .schedule import BagTargets
+from .schedule import LOSSES, BagTargets
 from .weights import Weights, resolve_weights
 
-__all__ = ["multi_hot_cross_entropy", "multi_hot_weight_sum"]
+__all__ = ["LOSSES", "multi_hot_cross_entropy", "multi_hot_weight_sum"]
 
 #: Budget for one chunk of float32 logits, in bytes. A chunk of ``rows × V`` logits (plus at most one
 #: temporary of the same size) stays around this, whatever the vocabulary size.
@@ -46,17 +46,30 @@ _REDUCTIONS = ("mean", "sum", "none")
 TargetsLike = Union[BagTargets, torch.Tensor]
 
 
-def unpack_targets(targets: TargetsLike, weights: Optional[Weights]) -> tuple[torch.Tensor, Weights]:
-    """``(ids, weights)`` from a :class:`BagTargets` (whose weighting wins; passing another one is an error)
-    or from an id tensor plus ``weights`` (``None`` → uniform)."""
+# The bag objectives (tst.schedule.LOSSES). ``mce``: Σ_i w_i·CE(z, t_i), the paper's MCE (one log-sum-exp
+# per position). ``sum-to-one``: the bag as one composite label, −log Σ_i w̃_i·p(t_i) with w̃ = w/Σw, scaled
+# by Σw (the paper's "MCEAlt"; a repeated token counts with its multiplicity, as in the MCE). Both equal
+# F.cross_entropy when s = 1.
+
+
+def unpack_targets(targets: TargetsLike, weights: Optional[Weights],
+                   loss: Optional[str] = None) -> tuple[torch.Tensor, Weights, str]:
+    """``(ids, weights, loss)`` from a :class:`BagTargets` (whose weighting and objective win; passing
+    others is an error) or from an id tensor plus ``weights`` (``None`` → uniform) and ``loss`` (→ mce)."""
     if isinstance(targets, BagTargets):
         if weights is not None and not (isinstance(weights, str) and isinstance(targets.weights, str)
                                         and weights == targets.weights):
             raise ValueError("targets is a BagTargets, which carries its own weighting: do not pass weights=")
-        return targets.ids, targets.weights
-    if not isinstance(targets, torch.Tensor):
+        if loss is not None and loss != targets.loss:
+            raise ValueError("targets is a BagTargets, which carries its own objective: do not pass loss=")
+        ids, weights, loss = targets
+    elif isinstance(targets, torch.Tensor):
+        ids, weights, loss = targets, "uniform" if weights is None else weights, loss or "mce"
+    else:
         raise ValueError(f"targets must be a tst.BagTargets or a tensor of token ids, got {type(targets).__name__}")
-    return targets, "uniform" if weights is None else weights
+    if loss not in LOSSES:
+        raise ValueError(f"loss must be one of {', '.join(LOSSES)}, got {loss!r}")
+    return ids, weights, loss
 
 
 def _check_reduction(reduction: str) -> None:
@@ -114,7 +127,7 @@ def multi_hot_weight_sum(targets: TargetsLike, weights: Optional[Weights] = None
     Returns a float32 scalar. ``multi_hot_cross_entropy(..., reduction="sum") / multi_hot_weight_sum(...)``
     equals ``reduction="mean"``; summing both over micro-batches / ranks gives the global mean.
     """
-    ids, weights = unpack_targets(targets, weights)
+    ids, weights, _ = unpack_targets(targets, weights)
     _, w = _effective_weights(ids, weights, ignore_index, torch.float32)
     return w.sum()
 
@@ -125,30 +138,46 @@ def _default_chunk_rows(vocab_size: int) -> int:
     return 1 << (rows.bit_length() - 1) if rows >= 64 else rows  # a power of two for matmul-friendly shapes
 
 
-def _row_losses(lse: torch.Tensor, z: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-    """Σ_i w_i·(lse − z_i) per row: lse ``(C,)``, gathered target logits z ``(C, s)``, w ``(C, s)`` → ``(C,)``.
+def _row_terms(lse: torch.Tensor, z: torch.Tensor, w: torch.Tensor, loss: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-row losses ``(C,)`` and the per-target gradient coefficients ``c`` ``(C, s)`` of the objective.
 
-    Zero-weight pairs are masked with ``where`` rather than multiplied, so an ignored target whose
-    (placeholder) logit is −inf cannot turn the row into ``0·inf = NaN``.
+    lse ``(C,)``, gathered target logits z ``(C, s)``, w ``(C, s)`` (0 for ignored targets). Both objectives
+    have the gradient ``(Σ_i c_i)·softmax(z) − Σ_i c_i·onehot(t_i)`` with ``Σ_i c_i = Σ_i w_i``:
+
+    * ``mce``: row = Σ_i w_i·(lse − z_i), c = w;
+    * ``sum-to-one``: row = W·(lse − log Σ_i (w_i/W)·e^{z_i}) with W = Σ_i w_i, c = W·q where
+      q = softmax over the bag of z_i + log w_i (each target's share of the bag's probability).
+
+    Zero-weight pairs are masked with ``where``, so an ignored target whose (placeholder) logit is −inf
+    cannot turn a row into ``0·inf = NaN``.
     """
-    ce = lse.unsqueeze(-1) - z  # (C, s)
-    return torch.where(w > 0, w * ce, torch.zeros((), dtype=ce.dtype, device=ce.device)).sum(-1)  # (C,)
+    zero = torch.zeros((), dtype=z.dtype, device=z.device)
+    if loss == "mce":
+        ce = lse.unsqueeze(-1) - z  # (C, s)
+        return torch.where(w > 0, w * ce, zero).sum(-1), w
+    total = w.sum(-1)  # (C,) W
+    logits_bag = torch.where(w > 0, z + torch.log(torch.where(w > 0, w, torch.ones_like(w))), -torch.inf)  # (C, s)
+    lse_bag = torch.logsumexp(logits_bag, dim=-1)  # (C,)
+    safe = total > 0
+    rows = torch.where(safe, total * (lse - lse_bag + torch.log(torch.where(safe, total, torch.ones_like(total)))), zero)
+    q = torch.where(safe.unsqueeze(-1), torch.softmax(torch.where(safe.unsqueeze(-1), logits_bag, zero), dim=-1), zero)
+    return rows, q * total.unsqueeze(-1)  # (C,), (C, s)
 
 
-def _grad_from_probs_(p: torch.Tensor, ids: torch.Tensor, w: torch.Tensor, scale: torch.Tensor,
+def _grad_from_probs_(p: torch.Tensor, ids: torch.Tensor, c: torch.Tensor, scale: torch.Tensor,
                       row_norm: Optional[torch.Tensor] = None) -> torch.Tensor:
-    """Turn softmax probabilities ``p`` ``(C, V)`` into the MCE gradient wrt the logits, in place.
+    """Turn softmax probabilities ``p`` ``(C, V)`` into the bag objective's gradient wrt the logits, in place.
 
-    d/dz Σ_i w_i·(lse − z_i) = (Σ_i w_i)·softmax(z) − Σ_i w_i·onehot(t_i); each row is then multiplied by
-    ``scale`` (``(C,)`` or a scalar: the upstream gradient, already divided by the mean's norm).
-    ``row_norm`` ``(C, 1)``: when given, ``p`` holds unnormalised ``exp(z − max)`` and is divided by it in
-    the same pass (saves one sweep over the chunk).
-    Repeated ids in a bag accumulate (``scatter_add``), so a token appearing k times gets k·w.
+    The gradient is ``(Σ_i c_i)·softmax(z) − Σ_i c_i·onehot(t_i)`` (``c`` from :func:`_row_terms`: the
+    weights for the MCE); each row is then multiplied by ``scale`` (``(C,)`` or a scalar: the upstream
+    gradient, already divided by the mean's norm). ``row_norm`` ``(C, 1)``: when given, ``p`` holds
+    unnormalised ``exp(z − max)`` and is divided by it in the same pass (saves one sweep over the chunk).
+    Repeated ids in a bag accumulate (``scatter_add``), so a token appearing k times gets k·c.
     """
     scale = scale.reshape(-1, 1) if scale.dim() else scale  # (C, 1) or ()
-    factor = w.sum(-1, keepdim=True) * scale  # (C, 1)
+    factor = c.sum(-1, keepdim=True) * scale  # (C, 1)
     p.mul_(factor if row_norm is None else factor / row_norm)  # (C, V)
-    p.scatter_add_(-1, ids, -(w * scale))  # (C, V)
+    p.scatter_add_(-1, ids, -(c * scale))  # (C, V)
     return p
 
 
@@ -161,8 +190,9 @@ def _chunks(n: int, size: int):
 # Multi-hot cross-entropy on materialised logits
 # --------------------------------------------------------------------------------------------------
 
-def _mce_rows(logits: torch.Tensor, ids: torch.Tensor, w: torch.Tensor, chunk: int):
-    """Per-row losses and log-sum-exps: logits ``(N, V)``, ids/w ``(N, s)`` → ``((N,), (N,))`` in w's dtype.
+def _mce_rows(logits: torch.Tensor, ids: torch.Tensor, w: torch.Tensor, chunk: int, loss: str):
+    """Per-row losses, log-sum-exps and gradient coefficients: logits ``(N, V)``, ids/w ``(N, s)`` →
+    ``((N,), (N,), (N, s))`` in w's dtype.
 
     Row chunks keep the upcast copy (bf16 logits) and logsumexp's temporary to one chunk.
     """
@@ -171,7 +201,8 @@ def _mce_rows(logits: torch.Tensor, ids: torch.Tensor, w: torch.Tensor, chunk: i
     for a, b in _chunks(n, chunk):
         lse[a:b] = torch.logsumexp(logits[a:b].to(w.dtype), dim=-1)  # (C,)
     z = logits.gather(-1, ids).to(w.dtype)  # (N, s)
-    return _row_losses(lse, z, w), lse
+    rows, c = _row_terms(lse, z, w, loss)
+    return rows, lse, c
 
 
 class _MultiHotCE(torch.autograd.Function):
@@ -182,25 +213,25 @@ class _MultiHotCE(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, logits, ids, w, chunk):  # noqa: D102
-        rows, lse = _mce_rows(logits, ids, w, chunk)
-        ctx.save_for_backward(logits, ids, w, lse)
+    def forward(ctx, logits, ids, w, chunk, loss):  # noqa: D102
+        rows, lse, c = _mce_rows(logits, ids, w, chunk, loss)
+        ctx.save_for_backward(logits, ids, c, lse)
         ctx.chunk = chunk
         return rows
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad_rows):  # noqa: D102
-        logits, ids, w, lse = ctx.saved_tensors
+        logits, ids, c, lse = ctx.saved_tensors
         grad = torch.empty_like(logits)  # (N, V) in the logits dtype
-        direct = grad.dtype == w.dtype  # fp32/fp64 logits: compute straight into the output buffer
+        direct = grad.dtype == c.dtype  # fp32/fp64 logits: compute straight into the output buffer
         for a, b in _chunks(logits.shape[0], ctx.chunk):
-            buf = grad[a:b] if direct else torch.empty(b - a, logits.shape[1], dtype=w.dtype, device=grad.device)
+            buf = grad[a:b] if direct else torch.empty(b - a, logits.shape[1], dtype=c.dtype, device=grad.device)
             torch.sub(logits[a:b], lse[a:b].unsqueeze(-1), out=buf).exp_()  # (C, V) softmax
-            _grad_from_probs_(buf, ids[a:b], w[a:b], grad_rows[a:b].to(w.dtype))
+            _grad_from_probs_(buf, ids[a:b], c[a:b], grad_rows[a:b].to(c.dtype))
             if not direct:
                 grad[a:b] = buf  # cast back to the logits dtype, one chunk at a time
-        return grad, None, None, None
+        return grad, None, None, None, None
 
 
 def _reduce(rows: torch.Tensor, w: torch.Tensor, reduction: str) -> torch.Tensor:
@@ -216,7 +247,8 @@ def _reduce(rows: torch.Tensor, w: torch.Tensor, reduction: str) -> torch.Tensor
 
 
 def multi_hot_cross_entropy(logits: torch.Tensor, targets: TargetsLike, *, weights: Optional[Weights] = None,
-                            ignore_index: int = IGNORE_INDEX, reduction: str = "mean") -> torch.Tensor:
+                            ignore_index: int = IGNORE_INDEX, reduction: str = "mean",
+                            loss: Optional[str] = None) -> torch.Tensor:
     """Multi-hot cross-entropy: each position's logits scored against a bag of ``s`` target ids.
 
     One log-sum-exp per position whatever ``s`` (never ``s`` CE calls); logits upcast to float32 inside.
@@ -230,6 +262,8 @@ def multi_hot_cross_entropy(logits: torch.Tensor, targets: TargetsLike, *, weigh
         reduction: ``"mean"`` → Σ w_i·CE_i over valid pairs ÷ Σ w_i over the same pairs (0.0 if none);
             ``"sum"`` → the numerator only; ``"none"`` → shape ``logits.shape[:-1]``, each position's
             **unnormalised** Σ_i w_i·CE_i over its valid targets (0 where all are ignored).
+        loss: the bag objective for plain id tensors, one of :data:`LOSSES` (default ``mce``); a
+            ``BagTargets`` carries its own. ``mean`` normalises both by Σ w over valid pairs.
 
     Returns:
         float32 (float64 for float64 logits). With ``s = 1`` this equals ``F.cross_entropy`` for every reduction.
@@ -238,7 +272,7 @@ def multi_hot_cross_entropy(logits: torch.Tensor, targets: TargetsLike, *, weigh
         ValueError: shape mismatch, out-of-range target ids, bad weights or an unknown reduction.
     """
     _check_reduction(reduction)
-    targets, weights = unpack_targets(targets, weights)
+    targets, weights, loss = unpack_targets(targets, weights, loss)
     if logits.dim() < 1:
         raise ValueError("logits must have shape (..., V)")
     vocab = logits.shape[-1]
@@ -248,9 +282,9 @@ def multi_hot_cross_entropy(logits: torch.Tensor, targets: TargetsLike, *, weigh
     flat = logits.reshape(-1, vocab)  # (N, V)
     chunk = _default_chunk_rows(vocab)
     if torch.is_grad_enabled() and flat.requires_grad:
-        rows = _MultiHotCE.apply(flat, ids, w, chunk)  # (N,)
+        rows = _MultiHotCE.apply(flat, ids, w, chunk, loss)  # (N,)
     else:
-        rows, _ = _mce_rows(flat, ids, w, chunk)  # (N,) no graph, no saved tensors
+        rows, _, _ = _mce_rows(flat, ids, w, chunk, loss)  # (N,) no graph, no saved tensors
     out = _reduce(rows, w, reduction)
     return out.reshape(logits.shape[:-1]) if reduction == "none" else out
 

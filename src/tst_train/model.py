@@ -250,9 +250,12 @@ class Transformer(nn.Module):
         self.rope_cos.copy_(cos)
         self.rope_sin.copy_(sin)
 
-    def forward(self, tokens: torch.Tensor, *, return_hidden: bool = False) -> torch.Tensor:
+    def forward(self, tokens: torch.Tensor, *, return_hidden: bool = False,
+                positions: torch.Tensor | None = None) -> torch.Tensor:
         """tokens ``(B, L)`` or bags ``(B, L, s)`` → logits ``(B, L, V)``, or with ``return_hidden`` the
-        final-normed hidden states ``(B, L, d)`` (for a fused LM-head loss on ``lm_head.weight``)."""
+        final-normed hidden states ``(B, L, d)`` (for a fused LM-head loss on ``lm_head.weight``).
+
+        ``positions`` ``(B, L)``: RoPE positions (default ``0 … L−1``), e.g. restarting at each document."""
         h = self.tok_embeddings(tokens)  # (B, L, d): bags are averaged here and nowhere else
         if h.dim() != 3:
             raise ValueError(f"tokens must be (B, L) or bags (B, L, s); got shape {tuple(tokens.shape)}")
@@ -260,7 +263,10 @@ class Transformer(nn.Module):
         if seq_len > self.config.max_seq_len:
             raise ValueError(f"sequence of {seq_len} positions exceeds max_seq_len={self.config.max_seq_len}; "
                              "build the model with a larger max_seq_len")
-        cos, sin = self.rope_cos[:seq_len], self.rope_sin[:seq_len]  # (L, hd): positions 0..L-1
+        if positions is None:
+            cos, sin = self.rope_cos[:seq_len], self.rope_sin[:seq_len]  # (L, hd): positions 0..L-1
+        else:
+            cos, sin = self.rope_cos[positions].unsqueeze(1), self.rope_sin[positions].unsqueeze(1)  # (B, 1, L, hd)
         for layer in self.layers:
             h = layer(h, cos, sin)
         h = self.norm(h)  # (B, L, d)

@@ -19,14 +19,15 @@ class TrainObjective(nn.Module):
         self.model = model
         self.fused = fused
 
-    def forward(self, inputs: torch.Tensor, targets) -> torch.Tensor:
-        """inputs ``(B, L)`` or ``(B, L, s)``; targets a ``tst.BagTargets`` (ids ``(B, L, t)`` and their
-        weighting) or plain ids ``(B, L, t)`` (uniform) → Σ w·CE over valid targets (fp32 scalar)."""
+    def forward(self, inputs: torch.Tensor, targets, positions: torch.Tensor | None = None) -> torch.Tensor:
+        """inputs ``(B, L)`` or ``(B, L, s)``; targets a ``tst.BagTargets`` (ids ``(B, L, t)``, their weighting
+        and objective) or plain ids ``(B, L, t)`` (uniform MCE); positions ``(B, L)`` or None → the summed
+        bag loss over valid targets (fp32 scalar)."""
         head = self.model.lm_head.weight  # (V, d)
         if self.fused:
-            hidden = self.model(inputs, return_hidden=True)  # (B, L, d)
+            hidden = self.model(inputs, return_hidden=True, positions=positions)  # (B, L, d)
             return tst.fused_linear_multi_hot_cross_entropy(hidden, head, targets, reduction="sum")
-        logits = self.model(inputs)  # (B, L, V)
+        logits = self.model(inputs, positions=positions)  # (B, L, V)
         return tst.multi_hot_cross_entropy(logits, targets, reduction="sum")
 
 

@@ -100,8 +100,13 @@ def build_model(cfg: Config, vocab_size: int):
 
 
 def make_schedule(cfg: Config) -> tst.TSTSchedule:
+    """The run's schedule; ``weights = "fitted"`` fits the bag weights to the data's token mutual information."""
+    fitted = None
+    if cfg.tst.weights == "fitted" and cfg.tst.mode != "baseline" and cfg.tst.bag_size > 1:
+        from .mutual_info import fitted_weights
+        fitted = fitted_weights(cfg.data.path, cfg.tst.bag_size)["weights"]
     try:
-        return cfg.tst.schedule(cfg.train.steps)
+        return cfg.tst.schedule(cfg.train.steps, fitted_weights=fitted)
     except ValueError as e:
         raise UserError(f"--tst.{e}") from None
 
@@ -115,17 +120,20 @@ def plan(cfg: Config, meta: dict) -> dict:
     t = cfg.train
     positions = t.steps * t.batch_size * t.seq_len
     flops_pp = model.flops_per_position(t.seq_len)
+    flops = sum((end - start) * t.batch_size * t.seq_len * model.flops_per_position(p.positions_per_row(t.seq_len))
+                for start, end, p in schedule.phases)
     data_tokens = schedule.data_tokens(t.batch_size, t.seq_len)
     train_tokens = meta["splits"]["train"]["tokens"]
     phases = [{"phase": p.name, "steps": end - start, "first_step": start, "bag_size": p.bag_size,
-               "target_bag_size": p.target_bag_size, "weights": str(p.weights),
+               "target_bag_size": p.target_bag_size,
+               "weights": p.weights if isinstance(p.weights, str) else [round(float(w), 6) for w in p.weights],
                "data_tokens": schedule.data_tokens(t.batch_size, t.seq_len, end) - schedule.data_tokens(t.batch_size, t.seq_len, start)}
               for start, end, p in schedule.phases]
     return {
         "model": asdict(mcfg), "params": model.num_params(), "params_non_embedding": model.num_params(exclude_embedding=True),
         "transition_step": schedule.transition_step, "phases": phases,
         "positions": positions, "data_tokens": data_tokens, "flops_per_position": flops_pp,
-        "flops": flops_pp * positions, "train_tokens_available": train_tokens,
+        "flops": flops, "train_tokens_available": train_tokens,
         "epochs": data_tokens / train_tokens, "data_repeats": data_tokens > train_tokens,
     }
 
@@ -234,18 +242,23 @@ class Trainer:
         t = self.cfg.train
         lr = lr_at(step, t)
         set_lr(self.optimizer, lr)
-        rows = self.loader.next_batch(t.batch_size, phase.tokens_per_row(t.seq_len), phase.data_tokens_per_row(t.seq_len))
+        n_rows = phase.rows_per_step(t.batch_size)  # s× the rows with the batch fold
+        rows = self.loader.next_batch(n_rows, phase.tokens_per_row(t.seq_len), phase.data_tokens_per_row(t.seq_len))
         check_token_ids(rows, self.mcfg.vocab_size, self.cfg.data.path)  # on the CPU copy: no device sync
-        inputs, targets = phase.fold(rows.to(self.device), t.seq_len)  # (b, L, s), ids (b, L, t) + weighting
+        # (b, P, s) bags and their targets: ids (b, P, t) with the phase's weighting and objective
+        inputs, targets = phase.fold(rows.to(self.device), t.seq_len, self.meta.get("eos_id"))
+        positions = phase.positions(inputs, self.meta.get("eos_id"))  # None unless documents restart them
+        local_rows, micro_rows = self.local_rows * n_rows // t.batch_size, self.micro_rows * n_rows // t.batch_size
         # Normalise by the *global* weighted count of valid targets so that accumulation and data
         # parallelism give exactly the gradient of one big batch.
         norm = distributed.all_reduce_sum(tst.multi_hot_weight_sum(targets).double()).item()
         # FSDP2 averages gradients over ranks; scaling by world size turns that average into the sum.
         scale = self.dist.world_size / norm
         loss_sum = torch.zeros((), dtype=torch.float64, device=self.device)
-        for i in range(0, self.local_rows, self.micro_rows):
+        for i in range(0, local_rows, micro_rows):
+            j = i + micro_rows
             with distributed.autocast(self.device, self.autocast_dtype):
-                part = self.objective(inputs[i:i + self.micro_rows], targets.rows(i, i + self.micro_rows))
+                part = self.objective(inputs[i:j], targets.rows(i, j), None if positions is None else positions[i:j])
             (part * scale).backward()
             loss_sum += part.detach().double()
         grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), t.grad_clip or math.inf)
@@ -307,23 +320,27 @@ class Trainer:
         writer.close()
         return self._summary(interrupted, time.perf_counter() - wall_start)
 
+    def _phase_flops_per_position(self, phase: tst.Phase) -> float:
+        """FLOPs per position at the phase's attention context (L, or L/s with the batch fold)."""
+        return self.model.flops_per_position(phase.positions_per_row(self.cfg.train.seq_len))
+
     def _account(self, phase: tst.Phase, dt: float) -> None:
         t, st = self.cfg.train, self.state
         st.step += 1
-        st.data_tokens += t.batch_size * phase.data_tokens_per_row(t.seq_len)
-        st.positions += t.batch_size * t.seq_len
-        st.flops += self.flops_per_position * t.batch_size * t.seq_len
+        st.data_tokens += phase.data_tokens_per_step(t.batch_size, t.seq_len)
+        st.positions += t.batch_size * t.seq_len  # every phase computes on B·L positions
+        st.flops += self._phase_flops_per_position(phase) * t.batch_size * t.seq_len
         st.train_time += dt
         st.step_times.append(dt)
 
     def _step_record(self, phase: tst.Phase, out: dict, dt: float) -> dict:
         t, st = self.cfg.train, self.state
         positions_per_s = t.batch_size * t.seq_len / dt
-        flops_per_s = positions_per_s * self.flops_per_position
+        flops_per_s = positions_per_s * self._phase_flops_per_position(phase)
         return {"step": st.step, "phase": phase.name, "bag_size": phase.bag_size,
                 "target_bag_size": phase.target_bag_size, **out,
                 "data_tokens": st.data_tokens, "positions": st.positions, "flops": st.flops,
-                "step_time": dt, "data_tokens_per_s": t.batch_size * phase.data_tokens_per_row(t.seq_len) / dt,
+                "step_time": dt, "data_tokens_per_s": phase.data_tokens_per_step(t.batch_size, t.seq_len) / dt,
                 "positions_per_s": positions_per_s, "mfu": mfu(flops_per_s, self.peak_flops),
                 "epoch": self.loader.epoch}
 

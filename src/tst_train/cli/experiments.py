@@ -13,7 +13,7 @@ from pathlib import Path
 
 from ..config import Config, help_epilog
 from ..errors import UserError
-from ..experiments.arms import ARMS
+from ..experiments.arms import ARMS, arm_config
 from .args import ArgumentParser, add_run_flags, parse_list, positive_int, resolve_config
 
 
@@ -35,14 +35,18 @@ def compare_command(argv: list[str]) -> int:
     add_run_flags(p)
     p.add_argument("--out", required=True, help="report directory (rerun the same command to resume)")
     p.add_argument("--seeds", default="1", help="number of seeds (model initialisations) per arm")
-    p.add_argument("--arms", default="baseline,tst", help=f"comma-separated, from: {', '.join(ARMS)}")
+    p.add_argument("--arms", default="baseline,tst",
+                   help=f"comma-separated, from: {', '.join(ARMS)}; options as ARM+key=value, e.g. "
+                        "tst+bagging=document, tst+loss=sum-to-one, tst+fold=batch, tst+transition_steps=200, "
+                        "tst+weights=fitted")
     p.add_argument("--jobs", default="1", help="runs trained at the same time, in separate processes")
     args, extra = p.parse_known_args(argv)
     base, _ = resolve_config(args, extra)
     arms = parse_list(args.arms, str, "--arms")
-    bad = [a for a in arms if a not in ARMS]
-    if bad or not arms:
-        raise UserError(f"unknown arm(s) {', '.join(bad) or '(none)'}; choose from: {', '.join(ARMS)}")
+    if not arms:
+        raise UserError(f"unknown arm(s) (none); choose from: {', '.join(ARMS)}")
+    for spec in arms:
+        arm_config(base, spec, base.train.seed, 1)  # every arm's options are checked before anything trains
     if not base.data.path:
         raise UserError("no data: pass --data DATA_DIR (prepare one with `tst prepare --input bundled --out DATA_DIR`)")
     out = Path(args.out)
@@ -88,8 +92,8 @@ def sweep_command(argv: list[str]) -> int:
     weightings = parse_list(args.weightings, str, "--weightings")
     from tst.weights import WEIGHTINGS
     for w in weightings:
-        if w not in WEIGHTINGS:
-            raise UserError(f"--weightings: unknown weighting {w!r}; choose from {', '.join(WEIGHTINGS)}")
+        if w not in WEIGHTINGS + ("fitted",):
+            raise UserError(f"--weightings: unknown weighting {w!r}; choose from {', '.join(WEIGHTINGS)}, fitted")
     if any(b < 2 for b in bags) or any(not 0 < f <= 1 for f in fracs):
         raise UserError("--bag-sizes must be >= 2 and --fracs in (0, 1]")
     dims = parse_list(args.dims, int, "--dims")

@@ -19,9 +19,36 @@ ARMS = ("baseline", "tst", "input-only", "output-only", "tst-reinit", "baseline-
 BASELINES = ("baseline", "baseline-equal-data")
 
 
-def arm_config(base: Config, arm: str, seed: int, tst_data_tokens: int | None = None) -> Config:
-    """The config of one arm: the shared settings with the arm's mode (and length, for equal data)."""
+def parse_arm(spec: str) -> tuple[str, list[tuple[str, str]]]:
+    """``ARM[+key=value…]`` → (arm, [(config key, value)]): e.g. ``tst+bagging=document+loss=sum-to-one``.
+
+    A key without a section is a ``tst.`` field (``bag_size``, ``weights``, ``loss``, ``bagging``, ``fold``,
+    ``transition_steps``, …); ``train.lr=3e-4`` names any other field.
+    """
+    arm, *parts = spec.split("+")
+    if arm not in ARMS:
+        raise UserError(f"unknown arm {arm!r} in {spec!r}; choose from: {', '.join(ARMS)} (options as ARM+key=value)")
+    overrides = []
+    for part in parts:
+        key, eq, value = part.partition("=")
+        if not eq or not key or not value:
+            raise UserError(f"arm {spec!r}: options are written key=value, got {part!r}")
+        overrides.append((key if "." in key else f"tst.{key}", value))
+    return arm, overrides
+
+
+def arm_dir_name(spec: str) -> str:
+    """A run directory name for an arm spec (``=`` and ``/`` made filename-friendly)."""
+    return spec.replace("=", "-").replace("/", "_")
+
+
+def arm_config(base: Config, spec: str, seed: int, tst_data_tokens: int | None = None) -> Config:
+    """The config of one arm: the shared settings with the arm's mode, its options (and length, for equal data)."""
+    from ..config import set_value
+    arm, overrides = parse_arm(spec)
     cfg = copy.deepcopy(base)
+    for key, value in overrides:
+        set_value(cfg, key, value)
     cfg.train.seed = seed
     cfg.tst.reinit_embeddings = arm == "tst-reinit"
     cfg.tst.mode = {"tst-reinit": "tst", "baseline-equal-data": "baseline"}.get(arm, arm)

@@ -13,7 +13,7 @@ from .. import rundir
 from ..config import Config
 from ..metrics import read_metrics
 from . import analysis
-from .arms import BASELINES, arm_config, run_arms, tst_data_tokens
+from .arms import BASELINES, arm_config, arm_dir_name, run_arms, tst_data_tokens
 
 def run_comparison(base: Config, out: Path, arms: list[str], seeds: list[int], log=print,
                    n_parallel: int = 1) -> dict:
@@ -22,7 +22,7 @@ def run_comparison(base: Config, out: Path, arms: list[str], seeds: list[int], l
     rundir.write_json(out / "base_config.json", base.to_dict())
     equal_data_tokens = tst_data_tokens(base)
     t0 = time.perf_counter()
-    run_arms([(arm_config(base, arm, seed, equal_data_tokens), out / "runs" / f"{arm}-seed{seed}")
+    run_arms([(arm_config(base, arm, seed, equal_data_tokens), out / "runs" / f"{arm_dir_name(arm)}-seed{seed}")
               for seed in seeds for arm in arms], n_parallel, log)
     summary = summarize(out, base, arms, seeds)
     summary["total_time_s"] = time.perf_counter() - t0
@@ -34,12 +34,12 @@ def run_comparison(base: Config, out: Path, arms: list[str], seeds: list[int], l
 
 def summarize(out: Path, base: Config, arms: list[str], seeds: list[int]) -> dict:
     """Per-arm/seed results and, for each non-baseline arm, the comparison with the baseline."""
-    records = {(arm, seed): read_metrics(out / "runs" / f"{arm}-seed{seed}") for arm in arms for seed in seeds}
+    records = {(arm, seed): read_metrics(out / "runs" / f"{arm_dir_name(arm)}-seed{seed}") for arm in arms for seed in seeds}
     per_arm = {}
     for arm in arms:
         seeds_out = {}
         for seed in seeds:
-            run_dir = out / "runs" / f"{arm}-seed{seed}"
+            run_dir = out / "runs" / f"{arm_dir_name(arm)}-seed{seed}"
             rs = rundir.read_summary(run_dir)
             curve = analysis.eval_curve(records[(arm, seed)])
             seeds_out[str(seed)] = {
