@@ -46,3 +46,15 @@ def test_bad_arm_options_are_one_line_errors(tiny_data, tmp_path, capsys):
         err = capsys.readouterr().err
         assert code == 2 and expected in err and err.count("\n") == 1, (spec, err)
     assert not (tmp_path / "c").exists()
+
+
+def test_sweep_crosses_cells_with_variants(tiny_data, tmp_path, capsys):
+    out = tmp_path / "sw"
+    code = main(["sweep", "--data", str(tiny_data), "--out", str(out), "--bag-sizes", "2", "--fracs", "0.5",
+                 "--variants", "plain,loss=sum-to-one", *TINY])
+    assert code == 0, capsys.readouterr().err
+    res = json.loads((out / "sweep.json").read_text())
+    assert [c["variant"] for c in res["cells"]] == ["", "loss=sum-to-one"]
+    assert (out / "runs" / "s2-r0.5-uniform+loss-sum-to-one-seed0" / "summary.json").is_file()
+    study = json.loads((out / "study.json").read_text())
+    assert {g["arm"] for g in study["groups"]} == {"s2-r0.5-uniform", "s2-r0.5-uniform+loss-sum-to-one"}

@@ -135,7 +135,15 @@ def plan(cfg: Config, meta: dict) -> dict:
         "positions": positions, "data_tokens": data_tokens, "flops_per_position": flops_pp,
         "flops": flops, "train_tokens_available": train_tokens,
         "epochs": data_tokens / train_tokens, "data_repeats": data_tokens > train_tokens,
+        **({"fitted_weights": _fit_record(cfg)} if cfg.tst.weights == "fitted" and schedule.transition_step else {}),
     }
+
+
+def _fit_record(cfg: Config) -> dict:
+    from .mutual_info import fitted_weights
+    r = fitted_weights(cfg.data.path, cfg.tst.bag_size)
+    return {"fit": r["fit"], "mutual_information": r["mutual_information"], "sample_tokens": r["sample_tokens"],
+            "weights": [float(w) for w in r["weights"]]}
 
 
 def format_plan(p: dict) -> str:

@@ -77,6 +77,9 @@ def sweep_command(argv: list[str]) -> int:
     p.add_argument("--lrs", default="", help="peak learning rates (default: --lr); each has its own baseline")
     p.add_argument("--budgets", default="", help="total training FLOPs per run, e.g. 1e13,3e13: each shape trains "
                                                  "for the steps its budget buys (default: --steps for every shape)")
+    p.add_argument("--variants", default="", help="TST options crossed with every cell, comma-separated, each "
+                                                  "key=value[+key=value] (e.g. bagging=document,loss=sum-to-one); "
+                                                  "'plain' for the cell without options")
     p.add_argument("--seeds", default="1")
     p.add_argument("--jobs", default="1", help="runs trained at the same time, in separate processes")
     p.add_argument("--report-only", action="store_true",
@@ -100,6 +103,10 @@ def sweep_command(argv: list[str]) -> int:
     layers = parse_list(args.layers, int, "--layers")
     lrs = parse_list(args.lrs, float, "--lrs")
     budgets = parse_list(args.budgets, float, "--budgets")
+    variants = ["" if v == "plain" else v for v in parse_list(args.variants, str, "--variants")]
+    from ..experiments.sweep import _cell_config
+    for v in variants:
+        _cell_config(base, "tst", 2, 0.5, "uniform", 0, v)  # each variant's options are checked now
     if any(d < 8 or d % 8 for d in dims) or any(n < 1 for n in layers):
         raise UserError("--dims must be positive multiples of 8 and --layers >= 1")
     if any(not (0 < x < float("inf")) for x in lrs + budgets):
@@ -109,7 +116,7 @@ def sweep_command(argv: list[str]) -> int:
     base.log.progress = False
     from ..experiments.sweep import run_sweep
     result = run_sweep(base, out, bags, fracs, weightings, _seeds(args, base), n_parallel=positive_int(args.jobs, "--jobs"),
-                       dims=dims, layers=layers, lrs=lrs, budgets=budgets)
+                       dims=dims, layers=layers, lrs=lrs, budgets=budgets, variants=variants)
     print(result["table"])
     print(f"\nbest cell: {result['best']}\nreport: {out / 'sweep.md'}")
     return 0

@@ -51,7 +51,11 @@ def _arm(cfg) -> str | None:
         return "baseline"
     if t.mode != "tst" or t.reinit_embeddings or t.reset_optimizer:
         return None  # ablations are compared by `tst compare`, not here
-    return f"s{t.bag_size}-r{t.superposition_frac:g}-{t.weights}"
+    options = [f"{k}-{getattr(t, k)}" for k, default in VARIANT_DEFAULTS.items() if getattr(t, k) != default]
+    return f"s{t.bag_size}-r{t.superposition_frac:g}-{t.weights}" + "".join(f"+{o}" for o in options)
+
+
+VARIANT_DEFAULTS = {"loss": "mce", "bagging": "stream", "fold": "sequence", "transition_steps": 0}
 
 
 def scan(runs_dir: Path) -> list[RunInfo]:

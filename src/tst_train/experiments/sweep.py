@@ -62,14 +62,26 @@ def run_name(group: Group, arm: str, seed: int) -> str:
     return "-".join(p for p in (group.prefix(), arm, f"seed{seed}") if p)
 
 
-def cell_arm(bag: int, frac: float, weights: str) -> str:
-    return f"s{bag}-r{frac:g}-{weights}"
+def cell_arm(bag: int, frac: float, weights: str, variant: str = "") -> str:
+    """``s4-r0.25-uniform``, with a variant's options appended (``+bagging-document``)."""
+    return f"s{bag}-r{frac:g}-{weights}" + (f"+{variant.replace('=', '-')}" if variant else "")
 
 
-def _cell_config(cfg: Config, mode: str, bag: int, frac: float, weights: str, seed: int) -> Config:
+def parse_variant(variant: str) -> list[tuple[str, str]]:
+    """``bagging=document+loss=sum-to-one`` → [("tst.bagging", "document"), ("tst.loss", "sum-to-one")]."""
+    if not variant:
+        return []
+    from .arms import parse_arm
+    return parse_arm("tst+" + variant)[1]
+
+
+def _cell_config(cfg: Config, mode: str, bag: int, frac: float, weights: str, seed: int, variant: str = "") -> Config:
+    from ..config import set_value
     cfg = copy.deepcopy(cfg)
     cfg.tst.mode, cfg.tst.bag_size, cfg.tst.superposition_frac = mode, bag, frac
     cfg.tst.weights, cfg.train.seed = weights, seed
+    for key, value in parse_variant(variant):
+        set_value(cfg, key, value)
     return cfg.validate()
 
 
@@ -93,13 +105,13 @@ def make_groups(dims, layers, lrs, budgets) -> list[Group]:
 
 def run_sweep(base: Config, out: Path, bags: list[int], fracs: list[float], weightings: list[str],
               seeds: list[int], log=print, n_parallel: int = 1, dims=None, layers=None, lrs=None,
-              budgets=None) -> dict:
+              budgets=None, variants=None) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     rundir.write_json(out / "sweep_config.json", {
         "base": base.to_dict(), "bag_sizes": bags, "fracs": fracs, "weightings": weightings, "seeds": seeds,
-        "dims": dims, "layers": layers, "lrs": lrs, "budgets": budgets})
+        "dims": dims, "layers": layers, "lrs": lrs, "budgets": budgets, "variants": variants})
     groups = make_groups(dims, layers, lrs, budgets)
-    grid = [(w, b, f) for w in weightings for b in bags for f in fracs]
+    grid = [(w, b, f, v) for w in weightings for b in bags for f in fracs for v in (variants or [""])]
     group_cfgs = {}
     for g in groups:
         try:
@@ -111,19 +123,19 @@ def run_sweep(base: Config, out: Path, bags: list[int], fracs: list[float], weig
         for seed in seeds:
             jobs.append((_cell_config(group_cfgs[g], "baseline", 1, 0.0, "uniform", seed),
                          out / "runs" / run_name(g, "baseline", seed)))
-            jobs += [(_cell_config(group_cfgs[g], "tst", b, f, w, seed), out / "runs" / run_name(g, cell_arm(b, f, w), seed))
-                     for w, b, f in grid]
+            jobs += [(_cell_config(group_cfgs[g], "tst", b, f, w, seed, v), out / "runs" / run_name(g, cell_arm(b, f, w, v), seed))
+                     for w, b, f, v in grid]
     run_arms(jobs, n_parallel, log)
     result = summarize_sweep(out, groups, group_cfgs, grid, seeds)
     rundir.write_json(out / "sweep.json", result)
     plots = []
-    if len(groups) == 1:
+    if len(groups) == 1 and not any(v for *_, v in grid):
         plots = plot_heatmaps(out, result, bags, fracs, weightings)
     md = ["# TST sweep: final validation loss relative to the equal-FLOPs baseline", "",
           f"Seeds {seeds}. Δ < 0: the cell beats the baseline of its own shape, learning rate and budget.", "",
           result["table"], "", f"Best cell: {result['best']}", ""] + [f"![{w}]({f})" for w, f in plots]
     (out / "sweep.md").write_text("\n".join(md) + "\n")
-    if len({(g.dim, g.n_layers) for g in groups}) > 1 or len({g.lr for g in groups}) > 1:
+    if len({(g.dim, g.n_layers) for g in groups}) > 1 or len({g.lr for g in groups}) > 1 or variants:
         from .study import study_report
         study_report(out, log)  # over the whole pool of runs, including earlier invocations'
     return result
@@ -136,12 +148,12 @@ def summarize_sweep(out: Path, groups, group_cfgs, grid, seeds) -> dict:
         base_runs = {seed: out / "runs" / run_name(g, "baseline", seed) for seed in seeds}
         base_records = {seed: read_metrics(d) for seed, d in base_runs.items()}
         baseline = analysis.mean_ci([final_val_loss(d) for d in base_runs.values()])
-        for w, b, f in grid:
-            runs = [out / "runs" / run_name(g, cell_arm(b, f, w), seed) for seed in seeds]
+        for w, b, f, v in grid:
+            runs = [out / "runs" / run_name(g, cell_arm(b, f, w, v), seed) for seed in seeds]
             cmp = [analysis.compare_to_baseline(read_metrics(r), base_records[seed]) for r, seed in zip(runs, seeds)]
             cells.append({"dim": gc.model.dim or None, "n_layers": gc.model.n_layers or None, "lr": gc.train.lr,
                           "budget": g.budget or None, "steps": gc.train.steps, "group": g.prefix(),
-                          "bag_size": b, "superposition_frac": f, "weights": w,
+                          "bag_size": b, "superposition_frac": f, "weights": w, "variant": v,
                           "baseline_final_val_loss": baseline,
                           "final_val_loss": analysis.mean_ci([final_val_loss(r) for r in runs]),
                           "delta_val_loss": analysis.mean_ci([c["delta_val_loss"] for c in cmp]),
@@ -167,7 +179,8 @@ def format_sweep_table(result: dict) -> str:
             f" [{d['ci95'][0]:+.4f}, {d['ci95'][1]:+.4f}]" if d.get("ci95") else "")
         n = f["n"]
         sv = "never reached" if sp["mean"] is None else f"{sp['mean']:.2f}×"
-        lines.append(f"| {c['group'] or '—'} | {c['weights']} | {c['bag_size']} | {c['superposition_frac']:g} | {bv} | "
+        weighting = c["weights"] + (f" +{c['variant']}" if c.get("variant") else "")
+        lines.append(f"| {c['group'] or '—'} | {weighting} | {c['bag_size']} | {c['superposition_frac']:g} | {bv} | "
                      f"{fv} | {dv} | {sv} ({c['speedup_reached']}/{n} seeds) |")
     return "\n".join(lines)
 
