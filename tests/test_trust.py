@@ -7,6 +7,7 @@ import io
 import json
 import os
 import pickle
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -69,7 +70,8 @@ def bad_values(key: str, f: dataclasses.Field) -> list[str]:
 
 
 TST_CORE = {"tst.bag_size": ["0", "-3"], "tst.superposition_frac": ["1.5", "-0.1", "nan"],
-            "tst.mode": ["magic"], "tst.weights": ["heavy"]}
+            "tst.mode": ["magic"], "tst.weights": ["heavy"], "tst.loss": ["hinge"], "tst.bagging": ["blind"],
+            "tst.fold": ["diagonal"], "tst.transition_steps": ["-1", "2.5"]}
 
 
 def field_cases():
@@ -298,3 +300,27 @@ def test_a_frozen_rank_times_out_instead_of_hanging(tmp_path):
         procs[1].kill()
     assert procs[0].returncode == 2, err
     assert "another rank stopped or froze" in out and out.count("\n") == 1
+
+
+def test_checkpoints_of_earlier_versions_still_resume(tiny_data, tmp_path, capsys):
+    """Before manifests: a pickled trainer_state.pt, no manifest, an older fingerprint. Loaded safely, unverified."""
+    flags = ["--data", tiny_data, *TINY]
+    ref = tmp_path / "ref"
+    assert cli(capsys, "train", "--out", ref, *flags)[0] == 0
+    run = tmp_path / "run"
+    shutil.copytree(ref, run)
+    (run / "summary.json").unlink()
+    newest, older = checkpoint.list_checkpoints(run / "checkpoints")[::-1][:2]
+    shutil.rmtree(newest)
+    state = checkpoint._read_state(older)
+    torch.save(state, older / checkpoint.LEGACY_STATE_FILE)
+    (older / checkpoint.STATE_FILE).unlink()
+    (older / checkpoint.MANIFEST_FILE).unlink()
+    info = json.loads((older / checkpoint.INFO_FILE).read_text())
+    fp = info["fingerprint"]
+    info["fingerprint"] = {"model": fp["model"], "data": fp["data"], "schedule": ["as written by 0.1"]}
+    (older / checkpoint.INFO_FILE).write_text(json.dumps(info))
+    code, out, err = cli(capsys, "train", "--out", run, "--resume")
+    assert code == 0 and "earlier version without checksums" in out, err
+    loss = lambda d: [json.loads(x)["loss"] for x in (d / "metrics.jsonl").read_text().splitlines() if '"loss"' in x]
+    assert loss(run) == loss(ref)

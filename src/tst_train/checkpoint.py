@@ -152,7 +152,15 @@ def _own_files(directory: Path, rank: int) -> list[str]:
 
 
 def verify(path: Path) -> None:
-    """Raise ``UserError`` unless every file listed in the checkpoint's manifest is there, whole and unchanged."""
+    """Raise ``UserError`` unless every file listed in the checkpoint's manifest is there, whole and unchanged.
+
+    A checkpoint written before manifests existed (it has the legacy ``trainer_state.pt`` and no manifest)
+    cannot be checked; it is accepted with a warning — its files are still read with the safe loaders.
+    """
+    if not (path / MANIFEST_FILE).exists() and (path / LEGACY_STATE_FILE).is_file() and (path / INFO_FILE).is_file():
+        distributed.print0(f"warning: {path} was written by an earlier version without checksums; loading it "
+                           "unverified (with the safe loaders)")
+        return
     try:
         manifest = json.loads((path / MANIFEST_FILE).read_text())["files"]
         info = json.loads((path / INFO_FILE).read_text())
@@ -264,8 +272,13 @@ def latest_valid(ckpt_root: Path, warn=print) -> Path | None:
 
 
 def check_compatible(saved: dict, current: dict, path: Path) -> None:
-    """A checkpoint only resumes into (or exports as) the same numbers, model shape and data."""
-    diffs = [f"{k}: checkpoint {saved.get(k)!r} vs now {v!r}" for k, v in current.items() if saved.get(k) != v]
+    """A checkpoint only resumes into (or exports as) the same numbers, model shape and data.
+
+    Fingerprints of earlier versions have no ``config`` entry; for them the model shape and the data are
+    compared (the run's settings come from its saved ``config.toml``, which resume checks separately).
+    """
+    keys = current if "config" in saved else [k for k in ("model", "data") if k in current]
+    diffs = [f"{k}: checkpoint {saved.get(k)!r} vs now {current[k]!r}" for k in keys if saved.get(k) != current[k]]
     if diffs:
         raise UserError(f"checkpoint {path} comes from an incompatible config ({'; '.join(diffs)}); "
                         f"resume with the run's saved config or start a new run directory")
