@@ -32,8 +32,9 @@ __all__ = ["BACKENDS", "ENV_BACKEND", "fused_linear_multi_hot_cross_entropy"]
 BACKENDS = ("auto", "torch", "triton")
 #: Environment variable that sets the backend when the call does not pass ``backend=``.
 ENV_BACKEND = "TST_FUSED_BACKEND"
-#: One chunk of logits in the matmul dtype on the Triton backend (bf16: 2048 rows at V = 131072).
-_TRITON_CHUNK_BYTES = 2 ** 29  # 512 MiB
+#: One chunk of logits in the matmul dtype on the Triton backend: bf16 gets 1024 rows at V = 131072, which
+#: keeps the dW matmul (K = rows) compute-bound on an H100/H200 while the float32 dW is re-read per chunk.
+_TRITON_CHUNK_BYTES = 2 ** 28  # 256 MiB
 # torch.mm / torch.addmm with out_dtype= (bf16 operands, float32 result) exist on CUDA since torch 2.8.
 _MM_OUT_DTYPE = tuple(int(v) for v in torch.__version__.split("+")[0].split(".")[:2]) >= (2, 8)
 
@@ -185,17 +186,28 @@ class _FusedLinearMCE(torch.autograd.Function):
                                               ctx.ops)
         else:
             # Not in place: with retain_graph the saved gradients must survive for the next backward.
+            # Scaled straight into the input dtype: no second float32 (V, d) buffer.
             dh, dw = ctx.saved_tensors
-            dh = dh * grad_out if dh is not None else None  # (N, d)
-            dw = dw * grad_out if dw is not None else None  # (V, d)
+            return (_scaled(dh, grad_out, ctx.dtypes[0]), _scaled(dw, grad_out, ctx.dtypes[1]),
+                    None, None, None, None, None, None, None)
         dh = dh.to(ctx.dtypes[0]) if dh is not None else None
         dw = dw.to(ctx.dtypes[1]) if dw is not None else None
         return dh, dw, None, None, None, None, None, None, None
 
 
+def _scaled(grad: Optional[torch.Tensor], factor: torch.Tensor, dtype: torch.dtype) -> Optional[torch.Tensor]:
+    """``grad · factor`` as a new tensor of ``dtype``, rounded once (no intermediate of ``grad``'s size)."""
+    if grad is None:
+        return None
+    return torch.mul(grad, factor, out=torch.empty(grad.shape, dtype=dtype, device=grad.device))
+
+
 def _grad_buffers(hidden, weight_mm, acc, need):
-    """Float32 (float64) gradient buffers: dh ``(N, d)`` (every row is written) and dw ``(V, d)`` (summed into)."""
-    dh = torch.empty(hidden.shape, dtype=acc, device=hidden.device) if need[0] else None  # (N, d)
+    """Gradient buffers: dw ``(V, d)`` is summed into over chunks, so it is float32 (float64); each row of
+    dh ``(N, d)`` is written once by one matmul, so it takes the hidden dtype when that is the matmul's
+    low-precision dtype (bf16 hidden: no float32 copy) and the accumulation dtype otherwise."""
+    low = hidden.dtype == weight_mm.dtype and hidden.dtype in (torch.float16, torch.bfloat16)
+    dh = torch.empty(hidden.shape, dtype=hidden.dtype if low else acc, device=hidden.device) if need[0] else None
     dw = torch.zeros(weight_mm.shape, dtype=acc, device=hidden.device) if need[1] else None  # (V, d)
     return dh, dw
 
@@ -266,10 +278,11 @@ def fused_linear_multi_hot_cross_entropy(hidden: torch.Tensor, weight: torch.Ten
         weights, ignore_index, reduction: as :func:`multi_hot_cross_entropy` (same normalisation).
         chunk_size: rows per chunk. Default on the torch backend: ``2**28 // (4·V)`` rows (a 256 MiB float32
             chunk of logits), rounded down to a power of two (e.g. 2048 rows at V = 32768, 512 at V = 131072);
-            on the triton backend: a 512 MiB chunk in the matmul dtype (bf16: 8192 rows at V = 32768, 2048 at
+            on the triton backend: a 256 MiB chunk in the matmul dtype (bf16: 4096 rows at V = 32768, 1024 at
             V = 131072). Peak extra memory is about one such chunk (softmax and gradient are formed in place
             in the chunk's logits; on the torch backend under autocast add the chunk's low-precision logits)
-            plus float32 ``(N, d)`` and ``(V, d)`` gradient buffers, independent of ``N·V``.
+            plus a float32 ``(V, d)`` gradient buffer and an ``(N, d)`` one (float32, or the hidden dtype when
+            that is bf16/fp16), independent of ``N·V``.
         backend: ``"auto"`` (Triton for CUDA tensors when available and self-checked, else torch),
             ``"torch"`` or ``"triton"``; ``None`` reads the environment variable ``TST_FUSED_BACKEND``
             (default ``auto``). ``"triton"`` takes float32/float16/bfloat16 and needs CUDA tensors (CPU

@@ -117,9 +117,10 @@ def chunk_loss_(logits: torch.Tensor, ids: torch.Tensor, w: torch.Tensor, scale:
     if scale.numel() not in (1, n_rows):
         raise ValueError(f"scale must hold 1 or {n_rows} values, got {scale.numel()}")
     block, warps = _launch_config(n_cols, block_v)
+    lanes = max(2, triton.next_power_of_2(n_targets))  # ≥ 2: no 1-element blocks (never compiled here on a GPU)
     _mce_chunk_kernel[(n_rows,)](
         logits, logits.stride(0), ids.contiguous(), w.to(torch.float32).contiguous(), scale,
         0 if scale.numel() == 1 else 1, rows, lse, n_targets, N_COLS=n_cols,
-        GRAD=grad, BLOCK_V=block, BLOCK_S=triton.next_power_of_2(n_targets), num_warps=warps,
+        GRAD=grad, BLOCK_V=block, BLOCK_S=lanes, num_warps=warps,
     )
     return rows, lse
