@@ -112,7 +112,8 @@ def phase_stats(records: list[dict], skip: int, flops_per_position: float, peak:
 
 def report(stats: dict, plan: dict, cfg, wall: float, peak: float | None, backend: str) -> str:
     t = cfg.train
-    rows = ["| phase | s | steps timed | median step | positions/s | data tokens/s | MFU on positions | target ≥ 45 % |",
+    rows = ["| phase | s | steps timed | median step | positions/s | data tokens/s | MFU on positions "
+            "| target ≥ 45 % |",
             "|---|---|---|---|---|---|---|---|"]
     for phase, p in stats.items():
         mfu = p["mfu"]
@@ -130,7 +131,8 @@ def report(stats: dict, plan: dict, cfg, wall: float, peak: float | None, backen
                       f"{'met' if ok else '**missed**'} ({(ratio - 1) * 100:+.1f} %)")
     head = (f"### Training throughput: {cfg.model.preset} ({plan['params'] / 1e6:.3g}M parameters, "
             f"V = {plan['model']['vocab_size']})\n\n"
-            f"{t.batch_size} rows × {t.seq_len} positions per step (micro-batches of {t.micro_batch_size or t.batch_size}), "
+            f"{t.batch_size} rows × {t.seq_len} positions per step "
+            f"(micro-batches of {t.micro_batch_size or t.batch_size}), "
             f"autocast {t.dtype}, torch.compile {'on' if t.compile else 'off'}, s = {cfg.tst.bag_size}, fused loss "
             f"backend `{backend}`; {plan['flops_per_position'] / 1e9:.3f} GFLOP per position; peak "
             f"{'%.0f TFLOP/s' % (peak / 1e12) if peak else 'unknown'}; {t.steps} steps in {wall:.0f} s wall "

@@ -309,7 +309,8 @@ def fused_linear_multi_hot_cross_entropy(hidden: torch.Tensor, weight: torch.Ten
     ops = _chunk_ops(backend, hidden.device, mm_dtype, acc)
     ids, w = _effective_weights(targets.to(hidden.device), weights, ignore_index, acc)  # (N, s), (N, s)
     flat = hidden.reshape(-1, hidden.shape[-1])  # (N, d)
-    chunk = chunk_size or (_triton_chunk_rows(vocab, mm_dtype) if ops is _TritonChunks else _default_chunk_rows(vocab))
+    default_chunk = _triton_chunk_rows(vocab, mm_dtype) if ops is _TritonChunks else _default_chunk_rows(vocab)
+    chunk = chunk_size or default_chunk
     with torch.autocast(hidden.device.type, enabled=False):  # dtypes are explicit from here on
         return _fused_dispatch(flat, weight, ids, w, reduction, chunk, mm_dtype, hidden.shape[:-1], ops)
 
@@ -376,12 +377,14 @@ def _triton_unusable(device: torch.device, mm_dtype: torch.dtype, acc: torch.dty
     if acc != torch.float32 or mm_dtype not in _TRITON_DTYPES:
         return (f"computes in float32 and takes float32/float16/bfloat16 inputs, not {mm_dtype}; "
                 "use backend='torch' for float64")
+    if device.type == "cuda":
+        return None
     if device.type == "cpu":
         from .fused_triton import INTERPRETED
-        if not INTERPRETED:
-            return ("needs CUDA tensors; CPU tensors run only under Triton's interpreter "
-                    "(TRITON_INTERPRET=1 set before tst.fused_triton is first imported)")
-    return None
+        if INTERPRETED:
+            return None
+    return (f"needs CUDA tensors, got {device.type} ones; CPU tensors run only in Triton's interpreter "
+            "(TRITON_INTERPRET=1 set before triton is first imported)")
 
 
 def _triton_self_check(device: torch.device) -> Optional[str]:
@@ -397,7 +400,7 @@ def _triton_self_check(device: torch.device) -> Optional[str]:
             with torch.inference_mode(False), torch.enable_grad():
                 problem = _compare_backends(device)
         except Exception as exc:  # noqa: BLE001 - any failure means "do not use it here"
-            problem = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
+            problem = f"{type(exc).__name__}: {(str(exc).strip().splitlines() or [''])[0]}"
         if problem:
             warnings.warn(f"tst: the Triton fused loss failed its self-check on {device} ({problem}); "
                           f"using the PyTorch backend", RuntimeWarning, stacklevel=3)

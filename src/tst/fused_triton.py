@@ -21,6 +21,7 @@ Each logit is therefore read twice and written once by the kernel, in bf16; the 
 """
 from __future__ import annotations
 
+import os
 from typing import Optional
 
 import torch
@@ -29,8 +30,10 @@ import triton.language as tl
 
 __all__ = ["INTERPRETED", "chunk_loss_"]
 
-#: Whether the kernel was built for Triton's CPU interpreter (``TRITON_INTERPRET=1`` at import time).
-INTERPRETED = bool(triton.knobs.runtime.interpret) if hasattr(triton, "knobs") else False
+#: Whether the kernel was built for Triton's CPU interpreter (``TRITON_INTERPRET=1`` at import time;
+#: ``triton.knobs`` reads it from triton 3.4 on, older releases read the variable directly).
+INTERPRETED = (bool(triton.knobs.runtime.interpret) if hasattr(triton, "knobs")
+               else os.environ.get("TRITON_INTERPRET", "0").lower() in ("1", "true", "on", "yes"))
 
 #: Largest vocabulary block one program holds in registers per sweep (Liger's choice for this layout).
 MAX_BLOCK_V = 32768
