@@ -1,8 +1,15 @@
 """Shared fixtures: a small prepared data directory built with the real `tst prepare` path."""
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
+
+# Without a GPU, Triton kernels can only run in Triton's interpreter, and the flag must be set before
+# triton is first imported (its own library functions are built at import): tests/tst/test_fused_triton.py.
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
 
 
 @pytest.fixture(scope="session")

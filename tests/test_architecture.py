@@ -9,6 +9,7 @@ dependency). Read from the source with ``ast``; nothing is imported.
 from __future__ import annotations
 
 import ast
+import subprocess
 import sys
 from pathlib import Path
 
@@ -16,18 +17,35 @@ import pytest
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 
+#: Core modules that hold a kernel for an optional accelerator library, and the library each may import.
+#: Nothing else in the core may name them at module level, so ``import tst`` never needs the library
+#: (checked statically and in a fresh interpreter below).
+OPTIONAL_KERNEL_MODULES = {"tst.fused_triton": {"triton"}}
+
 
 def module_name(path: Path) -> str:
     parts = list(path.relative_to(SRC).with_suffix("").parts)
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
-def imports_of(path: Path) -> set[str]:
-    """Absolute names of every module ``path`` imports (``from X import y`` also counts X.y when it is a module)."""
+def _import_nodes(tree: ast.AST, module_level: bool):
+    """Every import node of ``tree``, or with ``module_level`` only those run at import time (not in a def)."""
+    if not module_level:
+        yield from ast.walk(tree)
+        return
+    for node in ast.iter_child_nodes(tree):
+        if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)):
+            yield node
+            yield from _import_nodes(node, True)
+
+
+def imports_of(path: Path, module_level: bool = False) -> set[str]:
+    """Absolute names of every module ``path`` imports (``from X import y`` also counts X.y when it is a module);
+    with ``module_level``, only the imports that run when the module is imported (lazy ones left out)."""
     mod = module_name(path)
     package = mod if path.name == "__init__.py" else mod.rpartition(".")[0]
     out = set()
-    for node in ast.walk(ast.parse(path.read_text())):
+    for node in _import_nodes(ast.parse(path.read_text()), module_level):
         if isinstance(node, ast.Import):
             out |= {a.name for a in node.names}
         elif isinstance(node, ast.ImportFrom):
@@ -131,7 +149,21 @@ def test_only_the_entry_point_imports_the_cli():
 @pytest.mark.parametrize("path", sorted(p for p in (SRC / "tst").rglob("*.py") if "integrations" not in p.parts
                                         and p.name != "__main__.py"), ids=lambda p: p.name)
 def test_core_imports_only_torch(path):
-    """The tst core imports the standard library, torch and itself — nothing else, not even numpy."""
+    """The tst core imports the standard library, torch and itself — nothing else, not even numpy — except
+    that a kernel module of OPTIONAL_KERNEL_MODULES may import its accelerator library."""
     allowed = set(sys.stdlib_module_names) | {"torch", "tst", "__future__"}
+    allowed |= OPTIONAL_KERNEL_MODULES.get(module_name(path), set())
     top = {m.split(".")[0] for m in imports_of(path) if m}
     assert top <= allowed, f"{path.name} imports {sorted(top - allowed)}"
+
+
+def test_optional_kernel_modules_are_imported_only_lazily():
+    """No module imports a kernel module at import time; ``import tst`` loads neither it nor its library."""
+    eager = [(module_name(p), m) for p in SRC.rglob("*.py") for m in imports_of(p, module_level=True)
+             if m in OPTIONAL_KERNEL_MODULES]
+    assert eager == []
+    assert "tst.fused" in graph() and "tst.fused_triton" in graph()["tst.fused"]  # the lazy edge is seen
+    probe = (f"import sys, tst; loaded = sorted({sorted(OPTIONAL_KERNEL_MODULES)!r} & sys.modules.keys()); "
+             "print(loaded); assert not loaded")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=SRC)
+    assert out.returncode == 0, out.stdout + out.stderr
