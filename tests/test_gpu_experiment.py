@@ -173,3 +173,14 @@ def test_bad_arguments_are_one_line_errors(g, tmp_path, capsys):
     err = capsys.readouterr().err.splitlines()
     assert len(err) == 2 and all(line.startswith("error: ") for line in err)
     assert not (tmp_path / "r").exists()
+
+
+def test_the_optional_variant_arms_are_valid_configs(g, tmp_path):
+    """Every optional arm (the variants of "Beyond the paper") builds a valid config on the H200 settings."""
+    base = g.load_config(g.FULL, [])
+    for arm, overrides in g.OPTIONAL_ARMS.items():
+        cfg = g.arm_config(base, arm, 0, tmp_path)
+        for key, value in overrides.items():
+            section, name = key.split(".")
+            assert getattr(getattr(cfg, section), name) == value, (arm, key)
+        assert cfg.train.seq_len % cfg.tst.bag_size == 0  # the batch fold needs s | L
