@@ -75,7 +75,7 @@ ARMS: dict[str, dict] = {
 OPTIONAL_ARMS: dict[str, dict] = {
     "tst-s6-document": _S6 | {"tst.bagging": "document"},
     "tst-s6-smooth": _S6 | {"tst.transition_steps": 300},
-    "tst-s6-batchfold": _S6 | {"tst.fold": "batch"},
+    "tst-s4-batchfold": {"tst.mode": "tst", "tst.bag_size": 4, "tst.superposition_frac": 0.3, "tst.fold": "batch"},
     "tst-s6-sum-to-one": _S6 | {"tst.loss": "sum-to-one"},
     "tst-s6-fitted": _S6 | {"tst.weights": "fitted"},
     "output-only-s6": _S6 | {"tst.mode": "output-only"},

@@ -211,6 +211,10 @@ class Config:
             self.tst.validate()
         except ValueError as e:
             raise UserError(f"--tst.{e}") from None
+        t = self.tst
+        if t.fold == "batch" and t.mode != "baseline" and t.bag_size > 1 and self.train.seq_len % t.bag_size:
+            raise UserError(f"--tst.fold=batch needs --train.seq_len ({self.train.seq_len}) to be a multiple of "
+                            f"--tst.bag_size ({t.bag_size})")
         return self
 
     def numbers(self) -> dict:
