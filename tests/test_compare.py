@@ -160,3 +160,14 @@ def test_reuse_refuses_a_run_trained_with_other_numbers(tiny_data, tmp_path, cap
     assert (out / "runs" / "tst-seed0" / "metrics.jsonl").read_text() == before  # nothing retrained
     # a setting that does not change the numbers may differ
     assert main(args + ["--eval.batch_size=3"]) == 0 and "already complete" in capsys.readouterr().out
+
+
+def test_explicit_shapes_and_their_errors(tiny_data, tmp_path, capsys):
+    from tst_train.experiments.sweep import make_groups
+    groups = make_groups(None, None, [1e-3], None, shapes=[(128, 1), (256, 4)])
+    assert [(g.dim, g.n_layers, g.lr) for g in groups] == [(128, 1, 1e-3), (256, 4, 1e-3)]
+    for flags, expected in [(["--shapes", "128x1", "--dims", "64"], "instead of --dims"),
+                            (["--shapes", "128by1"], "WIDTHxDEPTH"), (["--shapes", "100x1"], "multiples of 8")]:
+        code = main(["sweep", "--data", str(tiny_data), "--out", str(tmp_path / "s"), *flags, *TINY])
+        err = capsys.readouterr().err
+        assert code == 2 and expected in err and err.count("\n") == 1, err

@@ -74,6 +74,8 @@ def sweep_command(argv: list[str]) -> int:
     p.add_argument("--dims", default="", help="model widths (each with the Llama rule for heads and SwiGLU width; "
                                               "default: the preset's shape)")
     p.add_argument("--layers", default="", help="model depths (default: the preset's)")
+    p.add_argument("--shapes", default="", help="explicit width×depth pairs instead of --dims × --layers, e.g. "
+                                                "128x1,256x1,512x1,256x4")
     p.add_argument("--lrs", default="", help="peak learning rates (default: --lr); each has its own baseline")
     p.add_argument("--budgets", default="", help="total training FLOPs per run, e.g. 1e13,3e13: each shape trains "
                                                  "for the steps its budget buys (default: --steps for every shape)")
@@ -99,6 +101,9 @@ def sweep_command(argv: list[str]) -> int:
             raise UserError(f"--weightings: unknown weighting {w!r}; choose from {', '.join(WEIGHTINGS)}, fitted")
     if any(b < 2 for b in bags) or any(not 0 < f <= 1 for f in fracs):
         raise UserError("--bag-sizes must be >= 2 and --fracs in (0, 1]")
+    shapes = [_shape(x) for x in parse_list(args.shapes, str, "--shapes")]
+    if shapes and (args.dims or args.layers):
+        raise UserError("--shapes lists width×depth pairs: use it instead of --dims/--layers, not with them")
     dims = parse_list(args.dims, int, "--dims")
     layers = parse_list(args.layers, int, "--layers")
     lrs = parse_list(args.lrs, float, "--lrs")
@@ -107,7 +112,7 @@ def sweep_command(argv: list[str]) -> int:
     from ..experiments.sweep import _cell_config
     for v in variants:
         _cell_config(base, "tst", 2, 0.5, "uniform", 0, v)  # each variant's options are checked now
-    if any(d < 8 or d % 8 for d in dims) or any(n < 1 for n in layers):
+    if any(d < 8 or d % 8 for d in dims + [d for d, _ in shapes]) or any(n < 1 for n in layers + [n for _, n in shapes]):
         raise UserError("--dims must be positive multiples of 8 and --layers >= 1")
     if any(not (0 < x < float("inf")) for x in lrs + budgets):
         raise UserError("--lrs and --budgets must be positive, finite numbers")
@@ -116,10 +121,18 @@ def sweep_command(argv: list[str]) -> int:
     base.log.progress = False
     from ..experiments.sweep import run_sweep
     result = run_sweep(base, out, bags, fracs, weightings, _seeds(args, base), n_parallel=positive_int(args.jobs, "--jobs"),
-                       dims=dims, layers=layers, lrs=lrs, budgets=budgets, variants=variants)
+                       dims=dims, layers=layers, lrs=lrs, budgets=budgets, variants=variants, shapes=shapes)
     print(result["table"])
     print(f"\nbest cell: {result['best']}\nreport: {out / 'sweep.md'}")
     return 0
+
+
+def _shape(text: str) -> tuple[int, int]:
+    dim, x, layers = text.lower().partition("x")
+    try:
+        return int(dim), int(layers)
+    except ValueError:
+        raise UserError(f"--shapes: cannot read {text!r} as WIDTHxDEPTH (e.g. 256x4)") from None
 
 
 def _study_report(out: Path) -> int:

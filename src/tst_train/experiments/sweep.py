@@ -98,19 +98,20 @@ def final_val_loss(run_dir: Path) -> float | None:
     return curve[-1][1] if curve else None
 
 
-def make_groups(dims, layers, lrs, budgets) -> list[Group]:
-    return [Group(d, n, lr, c) for c in (budgets or [0.0]) for d in (dims or [0]) for n in (layers or [0])
-            for lr in (lrs or [0.0])]
+def make_groups(dims, layers, lrs, budgets, shapes=None) -> list[Group]:
+    """Every (shape, lr, budget): shapes are ``dims × layers``, or the explicit ``(dim, layers)`` pairs."""
+    pairs = shapes or [(d, n) for d in (dims or [0]) for n in (layers or [0])]
+    return [Group(d, n, lr, c) for c in (budgets or [0.0]) for d, n in pairs for lr in (lrs or [0.0])]
 
 
 def run_sweep(base: Config, out: Path, bags: list[int], fracs: list[float], weightings: list[str],
               seeds: list[int], log=print, n_parallel: int = 1, dims=None, layers=None, lrs=None,
-              budgets=None, variants=None) -> dict:
+              budgets=None, variants=None, shapes=None) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     rundir.write_json(out / "sweep_config.json", {
         "base": base.to_dict(), "bag_sizes": bags, "fracs": fracs, "weightings": weightings, "seeds": seeds,
-        "dims": dims, "layers": layers, "lrs": lrs, "budgets": budgets, "variants": variants})
-    groups = make_groups(dims, layers, lrs, budgets)
+        "dims": dims, "layers": layers, "shapes": shapes, "lrs": lrs, "budgets": budgets, "variants": variants})
+    groups = make_groups(dims, layers, lrs, budgets, shapes)
     grid = [(w, b, f, v) for w in weightings for b in bags for f in fracs for v in (variants or [""])]
     group_cfgs = {}
     for g in groups:
