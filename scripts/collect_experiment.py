@@ -2,9 +2,12 @@
 
     python scripts/collect_experiment.py SRC_DIR DST_DIR
 
-Keeps reports (md/html/png), summary/sweep JSON, and for each run its config.toml, run.json, plan.json,
-summary.json and `evals.jsonl` (the evaluation records plus every 10th step record); checkpoints,
-TensorBoard logs and full per-step metrics stay behind.
+Keeps reports (md/html/png), summary/sweep/study JSON, and for each *completed* run its config.toml,
+run.json, plan.json, summary.json and `evals.jsonl` (the evaluation records plus every 10th step record);
+checkpoints, TensorBoard logs, full per-step metrics and unfinished runs stay behind. The collected runs
+are a valid pool: `tst sweep`/`tst compare` into a copy of DST_DIR reuse them (the trainer reads
+`evals.jsonl` where `metrics.jsonl` is absent), and `tst sweep --report-only` rebuilds the reports.
+Rerun it as runs finish: it adds the new ones.
 """
 from __future__ import annotations
 
@@ -23,6 +26,9 @@ def collect(src: Path, dst: Path) -> None:
         if f.is_file() and f.suffix in KEEP_TOP:
             shutil.copy2(f, dst / f.name)
     for run in sorted((src / "runs").glob("*")):
+        summary = run / "summary.json"
+        if not (summary.is_file() and json.loads(summary.read_text()).get("completed")):
+            continue
         out = dst / "runs" / run.name
         out.mkdir(parents=True, exist_ok=True)
         for name in KEEP_RUN:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import pytest
 
@@ -144,6 +145,17 @@ def test_sweep_over_shapes_and_budgets(tiny_data, tmp_path, capfd):
     capfd.readouterr()
     assert main(["sweep", "--out", str(out), "--report-only"]) == 0
     assert "compute frontier" in capfd.readouterr().out
+    # the committed record (scripts/collect_experiment.py) rebuilds the same report
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("collect", Path(__file__).parents[1] / "scripts" / "collect_experiment.py")
+    collect = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(collect)
+    record = tmp_path / "record"
+    collect.collect(out, record)
+    assert not list(record.glob("runs/*/metrics.jsonl")) and not list(record.glob("runs/*/checkpoints"))
+    assert main(["sweep", "--out", str(record), "--report-only"]) == 0
+    again = json.loads((record / "study.json").read_text())
+    assert [g["delta"] for g in again["groups"]] == [g["delta"] for g in study["groups"]]
 
 
 def test_reuse_refuses_a_run_trained_with_other_numbers(tiny_data, tmp_path, capsys):

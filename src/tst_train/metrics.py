@@ -23,8 +23,15 @@ def mfu(flops_per_second: float, peak_flops: float | None) -> float | None:
     return flops_per_second / peak_flops
 
 
+COLLECTED_FILE = "evals.jsonl"  # what scripts/collect_experiment.py keeps of metrics.jsonl in experiments/
+
+
 def read_metrics(run_dir: str | Path) -> list[dict]:
+    """The run's records; for a collected record (``experiments/``) its ``evals.jsonl`` (every evaluation
+    and every 10th step), so reports can be rebuilt from what is committed."""
     path = Path(run_dir) / METRICS_FILE
+    if not path.is_file() and (Path(run_dir) / COLLECTED_FILE).is_file():
+        path = Path(run_dir) / COLLECTED_FILE
     if not path.is_file():
         return []
     out = []
