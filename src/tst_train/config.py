@@ -144,6 +144,8 @@ class TrainSection:
     """Use the chunked fused LM-head + loss (never materialises the full logits)."""
     threads: int = opt(0, numbers=False, check=Range(0, 4096))
     """CPU threads for torch (0 = torch's default)."""
+    init_from: str = opt("")
+    """Start from these weights instead of a random init: RUN_DIR[:STEP] or a Hugging Face Llama directory (same architecture; fresh optimizer and schedule)."""
 
 
 @dataclass
@@ -176,7 +178,9 @@ class CheckpointSection:
 @dataclass
 class LogSection:
     progress: bool = opt(True, numbers=False)
-    """Show a progress bar (on a terminal)."""
+    """Show progress: a bar on a terminal, periodic lines otherwise, and the validation loss at each evaluation."""
+    every: int = opt(0, numbers=False, check=COUNT)
+    """When the output is not a terminal, print a progress line every N steps (0 = about 20 lines per run)."""
     tensorboard: bool = opt(True, numbers=False)
     """Write TensorBoard logs to RUN_DIR/tb (when tensorboard is installed)."""
     wandb: bool = opt(False, numbers=False)

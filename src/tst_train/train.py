@@ -11,7 +11,9 @@ same weights, same optimizer state, same continuous learning-rate schedule — u
 from __future__ import annotations
 
 import contextlib
+import copy
 import math
+import os
 import signal
 import statistics
 import time
@@ -22,8 +24,9 @@ import torch
 
 import tst
 
-from . import checkpoint, distributed, rundir
+from . import checkpoint, distributed, rundir, tokenizer_files
 from .config import Config
+from .console import Console
 from .data.loader import TokenLoader, check_data_dir, load_split
 from .errors import UserError
 from .evaluate import Validator
@@ -189,6 +192,9 @@ class Trainer:
             self.model = Transformer(self.mcfg)
         self.model.to_empty(device=self.device)
         self.model.init_weights()
+        if t.init_from and not resume:  # weights only: the optimizer and the schedule start fresh
+            from .loading import init_from
+            distributed.print0(init_from(self.model, t.init_from, cfg.data.path))
         if t.compile:
             for block in self.model.layers:
                 block.compile()
@@ -274,7 +280,7 @@ class Trainer:
         cfg, st = self.cfg, self.state
         t = cfg.train
         writer = MetricsWriter(self.run_dir, cfg.to_dict(), cfg.log.tensorboard, cfg.log.wandb, cfg.log.wandb_project)
-        bar = _progress(cfg, st.step, t.steps)
+        console = Console(cfg.log.progress and distributed.is_main(), t.steps, st.step, cfg.log.every)
         interrupted = None
         wall_start = time.perf_counter() - st.train_time
         with StopFlag() as stop:
@@ -288,14 +294,15 @@ class Trainer:
                 dt = time.perf_counter() - t0
                 self._account(phase, dt)
                 writer.log(self._step_record(phase, out, dt))
-                bar.update(1)
-                bar.set_postfix_str(f"{phase.name} s={phase.bag_size} loss={out['loss']:.3f} "
-                                    f"{t.batch_size * t.seq_len / dt:,.0f} pos/s", refresh=False)
+                console.step(st.step, f"{phase.name} s={phase.bag_size} loss={out['loss']:.3f} "
+                                      f"{t.batch_size * t.seq_len / dt:,.0f} pos/s")
                 if not math.isfinite(out["loss"]):
                     raise UserError(f"the loss became {out['loss']} at step {st.step}; lower --train.lr "
                                     f"or check the data")
                 if self.due(cfg.eval.every):
-                    writer.log(self._evaluate(phase, wall_start))
+                    record = self._evaluate(phase, wall_start)
+                    writer.log(record)
+                    console.line(_eval_line(record, t.steps))
                 if self.due(cfg.checkpoint.every):
                     self.save_checkpoint()
                 if distributed.any_rank(stop.signum is not None, self.device):
@@ -303,7 +310,7 @@ class Trainer:
                     if not self.due(cfg.checkpoint.every):
                         self.save_checkpoint()
                     break
-        bar.close()
+        console.close()
         writer.close()
         return self._summary(interrupted, time.perf_counter() - wall_start)
 
@@ -362,6 +369,12 @@ def run_training(cfg: Config, out: Path, resume: bool = False) -> dict:
     ``summary.json``; returns the summary (``completed`` is False after a stop signal).
     """
     cfg.validate()
+    if not resume:  # a run directory records its data and starting weights by absolute path
+        cfg = copy.deepcopy(cfg)
+        cfg.data.path = os.path.abspath(cfg.data.path)
+        if cfg.train.init_from:
+            from .loading import absolute_source
+            cfg.train.init_from = absolute_source(cfg.train.init_from)
     distributed.init(cfg.train.device)
     main = distributed.is_main()
     with contextlib.ExitStack() as held:
@@ -374,6 +387,8 @@ def run_training(cfg: Config, out: Path, resume: bool = False) -> dict:
         if not resume and main:
             rundir.create(out, cfg)
             held.enter_context(rundir.locked(out))
+        if main and not tokenizer_files.has_snapshot(out):
+            tokenizer_files.snapshot(cfg.data.path, out)  # eval, generate and export then need no data dir
         distributed.barrier()
         if main:
             rundir.write_json(out / rundir.PLAN_FILE, p)
@@ -385,7 +400,6 @@ def run_training(cfg: Config, out: Path, resume: bool = False) -> dict:
     return summary
 
 
-def _progress(cfg: Config, initial: int, total: int):
-    from tqdm import tqdm
-    return tqdm(total=total, initial=initial, disable=not (cfg.log.progress and distributed.is_main()),
-                unit="step", dynamic_ncols=True, mininterval=0.5)
+def _eval_line(record: dict, total: int) -> str:
+    bpb = f", {record['val_bpb']:.4f} bits/byte" if record.get("val_bpb") else ""
+    return f"step {record['step']}/{total} ({record['phase']}): val_loss {record['val_loss']:.4f}{bpb}"
