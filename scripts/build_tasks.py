@@ -38,6 +38,7 @@ import tempfile
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(REPO, "src"))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from build_corpus import WORDNET_FILES, fetch_debs, synset_id  # noqa: E402  (the corpus builder's fetching and ids)
 
 OUT = os.path.join(REPO, "src", "tst_train", "tasks", "data")
 SEED = 1234
@@ -117,7 +118,7 @@ POS_NAMES = {"n": "noun", "v": "verb", "a": "adjective", "s": "adjective", "r": 
 def read_wordnet(root: str) -> list[dict]:
     """Every synset: id (pos:offset), part of speech, lexicographer file, lemmas, definition."""
     synsets = []
-    for pos in ("noun", "verb", "adj", "adv"):
+    for pos in WORDNET_FILES:
         for line in open(os.path.join(root, f"usr/share/wordnet/data.{pos}"), encoding="latin-1"):
             if line.startswith("  ") or " | " not in line:
                 continue
@@ -126,7 +127,7 @@ def read_wordnet(root: str) -> list[dict]:
             offset, lexfile, ss_type, n = f[0], int(f[1]), f[2], int(f[3], 16)
             lemmas = [re.sub(r"\(\w+\)$", "", f[4 + 2 * i]) for i in range(n)]
             definition = gloss.split('; "')[0].strip().rstrip(";").strip()
-            synsets.append({"id": f"{pos[0]}:{offset}", "pos": "a" if ss_type == "s" else ss_type,
+            synsets.append({"id": synset_id(pos, offset), "pos": "a" if ss_type == "s" else ss_type,
                             "lexfile": lexfile, "lemmas": lemmas, "definition": definition})
     return synsets
 
@@ -203,8 +204,6 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default=OUT, help="output folder (default: the package's task data)")
     ap.add_argument("--cache", metavar="DIR", help="keep the downloaded wordnet-base here (default: a temporary folder)")
     args = ap.parse_args(argv)
-    from build_corpus import fetch_debs
-
     os.makedirs(args.out, exist_ok=True)
     docs = held_out_documents()
     cloze = cloze_items(docs, random.Random(SEED), CLOZE_ITEMS)

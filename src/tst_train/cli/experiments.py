@@ -11,10 +11,21 @@ import argparse
 import time
 from pathlib import Path
 
+from tst.weights import WEIGHTINGS
+
 from ..config import Config, help_epilog
 from ..errors import UserError
 from ..experiments.arms import ARMS
+from ..tasks import parse_tasks
 from .args import ArgumentParser, add_run_flags, parse_list, positive_int, resolve_config
+
+
+COMPARE_TASK_LIMIT = 500
+
+
+def _count(text: str, flag: str) -> int:
+    """A whole number >= 0."""
+    return 0 if text.strip() == "0" else positive_int(text, flag)
 
 
 def _seeds(args, base: Config) -> list[int]:
@@ -29,7 +40,8 @@ def _check_out(out: Path, marker: str, what: str) -> None:
         raise UserError(f"--out {out} exists and is not a {what} directory; choose a new --out")
 
 
-def compare_command(argv: list[str]) -> int:
+def compare_parser() -> ArgumentParser:
+    from ..tasks import TASKS
     p = ArgumentParser(prog="tst compare", description="Equal-FLOPs comparison of TST arms against the baseline.",
                        epilog=help_epilog(), formatter_class=argparse.RawDescriptionHelpFormatter)
     add_run_flags(p)
@@ -37,6 +49,16 @@ def compare_command(argv: list[str]) -> int:
     p.add_argument("--seeds", default="1", help="number of seeds (model initialisations) per arm")
     p.add_argument("--arms", default="baseline,tst", help=f"comma-separated, from: {', '.join(ARMS)}")
     p.add_argument("--jobs", default="1", help="runs trained at the same time, in separate processes")
+    p.add_argument("--tasks", default="all", help=f"downstream tasks scored on each final model, from "
+                   f"{', '.join(TASKS)}; all or none (default all)")
+    p.add_argument("--task-limit", default=str(COMPARE_TASK_LIMIT), metavar="N",
+                   help=f"score the first N items of each task, 0 = all (default {COMPARE_TASK_LIMIT}: "
+                        "keeps the scoring to seconds per run on a CPU)")
+    return p
+
+
+def compare_command(argv: list[str]) -> int:
+    p = compare_parser()
     args, extra = p.parse_known_args(argv)
     base, _ = resolve_config(args, extra)
     arms = parse_list(args.arms, str, "--arms")
@@ -50,31 +72,41 @@ def compare_command(argv: list[str]) -> int:
     if args.dry_run:
         from .train import dry_run
         return dry_run(base)
+    tasks = parse_tasks(args.tasks)
+    limit = _count(args.task_limit, "--task-limit") or None
     base.log.progress = False  # one line per run; per-run progress bars would interleave
     from ..experiments.compare import run_comparison
     from ..experiments.report import format_table
-    summary = run_comparison(base, out, arms, _seeds(args, base), n_parallel=positive_int(args.jobs, "--jobs"))
+    summary = run_comparison(base, out, arms, _seeds(args, base), n_parallel=positive_int(args.jobs, "--jobs"),
+                             tasks=tasks, task_limit=limit)
     print(format_table(summary))
     print(f"\nreport: {out / 'report.md'} (and report.html)")
     return 0
 
 
-def sweep_command(argv: list[str]) -> int:
-    p = ArgumentParser(prog="tst sweep", description="Grid over bag size × superposition fraction × weighting.",
+def sweep_parser() -> ArgumentParser:
+    p = ArgumentParser(prog="tst sweep", description="Grid over bag size × superposition fraction × weighting "
+                       "(and model shape, learning rate, FLOP budget), each cell against its own equal-FLOPs baseline.",
                        epilog=help_epilog(), formatter_class=argparse.RawDescriptionHelpFormatter)
     add_run_flags(p)
     p.add_argument("--out", required=True, help="sweep directory (rerun to resume: finished cells are skipped)")
-    p.add_argument("--bag-sizes", default="2,4,8")
-    p.add_argument("--fracs", default="0.2,0.4")
-    p.add_argument("--weightings", default="uniform")
+    p.add_argument("--bag-sizes", default="2,4,8", help="bag sizes s to try, comma-separated, each >= 2 (default 2,4,8)")
+    p.add_argument("--fracs", default="0.2,0.4", help="superposition fractions r to try, in (0, 1] (default 0.2,0.4)")
+    p.add_argument("--weightings", default="uniform", help=f"MCE weightings to try, from {', '.join(WEIGHTINGS)} "
+                                                          "(default uniform)")
     p.add_argument("--dims", default="", help="model widths (each with the Llama rule for heads and SwiGLU width; "
                                               "default: the preset's shape)")
     p.add_argument("--layers", default="", help="model depths (default: the preset's)")
     p.add_argument("--lrs", default="", help="peak learning rates (default: --lr); each has its own baseline")
     p.add_argument("--budgets", default="", help="total training FLOPs per run, e.g. 1e13,3e13: each shape trains "
                                                  "for the steps its budget buys (default: --steps for every shape)")
-    p.add_argument("--seeds", default="1")
+    p.add_argument("--seeds", default="1", help="number of seeds (model initialisations) per cell and baseline")
     p.add_argument("--jobs", default="1", help="runs trained at the same time, in separate processes")
+    return p
+
+
+def sweep_command(argv: list[str]) -> int:
+    p = sweep_parser()
     args, extra = p.parse_known_args(argv)
     base, _ = resolve_config(args, extra)
     if not base.data.path:
@@ -82,7 +114,6 @@ def sweep_command(argv: list[str]) -> int:
     bags = parse_list(args.bag_sizes, int, "--bag-sizes")
     fracs = parse_list(args.fracs, float, "--fracs")
     weightings = parse_list(args.weightings, str, "--weightings")
-    from tst.weights import WEIGHTINGS
     for w in weightings:
         if w not in WEIGHTINGS:
             raise UserError(f"--weightings: unknown weighting {w!r}; choose from {', '.join(WEIGHTINGS)}")
@@ -107,10 +138,17 @@ def sweep_command(argv: list[str]) -> int:
     return 0
 
 
+def demo_parser() -> ArgumentParser:
+    p = ArgumentParser(prog="tst demo", description="TST vs baseline on the bundled corpus, on the CPU (<= 10 min): "
+                       "prepares the data, then runs `tst compare` with configs/demo_cpu.toml's settings. Any other "
+                       "`tst compare` flag (e.g. --tasks none, --steps 500) is passed on.")
+    p.add_argument("--out", default="runs/demo", help="output directory (data, runs and report; default runs/demo)")
+    p.add_argument("--seeds", default="1", help="number of seeds per arm (default 1; 3 or more give confidence intervals)")
+    return p
+
+
 def demo_command(argv: list[str]) -> int:
-    p = ArgumentParser(prog="tst demo", description="TST vs baseline on the bundled corpus, on the CPU (<= 10 min).")
-    p.add_argument("--out", default="runs/demo", help="output directory (data, runs and report)")
-    p.add_argument("--seeds", default="1")
+    p = demo_parser()
     args, extra = p.parse_known_args(argv)
     out = Path(args.out)
     data_dir = out / "data"
