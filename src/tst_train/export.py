@@ -140,7 +140,7 @@ def export_run(run_dir: Path, out: Path, step: int | None = None, warn=None) -> 
         warn(f"warning: {loaded.path} is unfinished: exporting step {loaded.step} of {loaded.total_steps}")
     cfg = loaded.info["config"]
     info = {"run": str(loaded.path.resolve()), "step": loaded.step, "total_steps": loaded.total_steps,
-            "completed": loaded.completed, "train_seq_len": cfg.train.seq_len, "tst_mode": cfg.tst.mode,
+            "completed": loaded.completed, "train_seq_len": cfg.train.seq_len, "eval_tokens": cfg.eval.tokens, "tst_mode": cfg.tst.mode,
             "data_split": {k: (loaded.info["meta"] or {}).get(k) for k in ("sources", "seed", "val_fraction", "max_docs")}}
     out = export_hf(loaded.model, loaded.model.config, out, tokenizer=to_hf(loaded.tokenizer),
                     eos_id=loaded.tokenizer.eos_id, dtype=torch.float32, info=info)

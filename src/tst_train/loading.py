@@ -134,7 +134,7 @@ def _load_hf(path: Path, with_tokenizer: bool) -> Loaded:
     export_info = _read_json(path / EXPORT_INFO_FILE) if (path / EXPORT_INFO_FILE).is_file() else {}
     tok = _hf_dir_tokenizer(path) if with_tokenizer and (path / "tokenizer.json").is_file() else None
     context = export_info.get("train_seq_len") or min(mcfg.max_seq_len, 2048)
-    return Loaded(model, tok, "hf", path, context_len=context, info={"config": config, "export": export_info})
+    return Loaded(model, tok, "hf", path, context_len=context, info={"hf_config": config, "export": export_info})
 
 
 def _read_json(path: Path) -> dict:

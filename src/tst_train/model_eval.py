@@ -8,6 +8,7 @@ token budget. The task scorer truncates contexts to the positions the model was 
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import torch
 
@@ -66,11 +67,16 @@ def evaluate(loaded, data_dir: str | None = None, tasks: list[str] = (), limit: 
     from .tasks.scoring import score_task
     out: dict = {"model": loaded.describe(), "step": loaded.step, "completed": loaded.completed,
                  "context_len": loaded.context_len}
-    data_dir = data_dir or loaded.data_dir
+    if data_dir is None and loaded.data_dir and not Path(loaded.data_dir).is_dir():
+        if warn is not None:
+            warn(f"note: the run's data directory {loaded.data_dir} is gone: no validation loss (pass --data DIR)")
+    elif data_dir is None:
+        data_dir = loaded.data_dir
     if data_dir:
         if eval_tokens is None:
-            cfg = loaded.info.get("config")
-            eval_tokens = cfg.eval.tokens if cfg is not None else DEFAULT_EVAL_TOKENS
+            cfg = loaded.info.get("config")  # a run's own budget; an export remembers it
+            eval_tokens = (cfg.eval.tokens if cfg is not None else
+                           (loaded.info.get("export") or {}).get("eval_tokens", DEFAULT_EVAL_TOKENS))
         t0 = time.perf_counter()
         out["validation"] = validation(loaded, data_dir, eval_tokens, batch_size, device)
         out["validation"]["seconds"] = time.perf_counter() - t0

@@ -25,7 +25,7 @@ import torch
 import tst
 
 from . import checkpoint, distributed, rundir, tokenizer_files
-from .config import Config
+from .config import Config, auto_eval_every
 from .console import Console
 from .data.loader import TokenLoader, check_data_dir, load_split
 from .errors import UserError
@@ -130,6 +130,7 @@ def plan(cfg: Config, meta: dict) -> dict:
         "positions": positions, "data_tokens": data_tokens, "flops_per_position": flops_pp,
         "flops": flops_pp * positions, "train_tokens_available": train_tokens,
         "epochs": data_tokens / train_tokens, "data_repeats": data_tokens > train_tokens,
+        "eval_every": auto_eval_every(cfg), "eval_tokens": cfg.eval.tokens,
     }
 
 
@@ -140,6 +141,8 @@ def format_plan(p: dict) -> str:
                      f"({ph['steps']} steps), bag_size={ph['bag_size']}, targets/position={ph['target_bag_size']}, "
                      f"data tokens {ph['data_tokens']:,}")
     lines.append(f"positions: {p['positions']:,}; FLOPs: {p['flops']:.3e} ({p['flops_per_position']:.3e}/position)")
+    every = f"every {p['eval_every']} steps, " if p["eval_every"] else ""
+    lines.append(f"validation: {every}at the phase boundary and at the end, on {p['eval_tokens']:,} held-out tokens")
     lines.append(f"data tokens needed: {p['data_tokens']:,} of {p['train_tokens_available']:,} available "
                  f"({p['epochs']:.2f} epochs)")
     if p["data_repeats"]:
@@ -299,7 +302,7 @@ class Trainer:
                 if not math.isfinite(out["loss"]):
                     raise UserError(f"the loss became {out['loss']} at step {st.step}; lower --train.lr "
                                     f"or check the data")
-                if self.due(cfg.eval.every):
+                if self.due(auto_eval_every(cfg)):
                     record = self._evaluate(phase, wall_start)
                     writer.log(record)
                     console.line(_eval_line(record, t.steps))
