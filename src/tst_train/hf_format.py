@@ -141,23 +141,24 @@ def model_config_from_hf(config: dict, where: str = "config.json") -> ModelConfi
         raise UserError(f"{where} is not a usable Llama config ({type(e).__name__}: {e})") from None
 
 
-def _to_hf_key(key: str) -> str:
-    if key in _GLOBAL_KEYS:
-        return _GLOBAL_KEYS[key]
-    m = _LAYER_RE.match(key)
-    if m is None or m.group(2) not in _LAYER_KEYS:
-        raise ValueError(f"no Hugging Face name for parameter {key!r}")
-    return f"model.layers.{m.group(1)}.{_LAYER_KEYS[m.group(2)]}"
-
-
 _HF_GLOBAL = {v: k for k, v in _GLOBAL_KEYS.items()}
 _HF_LAYER = {v: k for k, v in _LAYER_KEYS.items()}
 
 
+def _rename(key: str, global_names: dict, layer_re: re.Pattern, layer_names: dict, layer_prefix: str,
+            error: str) -> str:
+    """One parameter name in the other convention: a global name, or ``<prefix>N.<layer name>``."""
+    if key in global_names:
+        return global_names[key]
+    m = layer_re.match(key)
+    if m is None or m.group(2) not in layer_names:
+        raise ValueError(f"{error} {key!r}")
+    return f"{layer_prefix}{m.group(1)}.{layer_names[m.group(2)]}"
+
+
+def _to_hf_key(key: str) -> str:
+    return _rename(key, _GLOBAL_KEYS, _LAYER_RE, _LAYER_KEYS, "model.layers.", "no Hugging Face name for parameter")
+
+
 def _from_hf_key(key: str) -> str:
-    if key in _HF_GLOBAL:
-        return _HF_GLOBAL[key]
-    m = _HF_LAYER_RE.match(key)
-    if m is None or m.group(2) not in _HF_LAYER:
-        raise ValueError(f"unexpected Hugging Face parameter {key!r} for a Llama model")
-    return f"layers.{m.group(1)}.{_HF_LAYER[m.group(2)]}"
+    return _rename(key, _HF_GLOBAL, _HF_LAYER_RE, _HF_LAYER, "layers.", "unexpected Llama parameter")
