@@ -103,6 +103,16 @@ def test_generate_user_errors(tiny_run, capsys, args, message):
     assert message in err and err.count("\n") == 1
 
 
+def test_streamed_pieces_make_the_completion(tiny_run):
+    from tst_train.generate import complete, stream_text
+    ours = api.load(tiny_run, device="cpu")
+    for prompt in PROMPTS:
+        s = Sampling(30, temperature=1.0, top_k=0, seed=5)
+        pieces = list(stream_text(ours.model, ours.tokenizer, prompt, s))
+        assert "".join(pieces) == complete(ours.model, ours.tokenizer, prompt, s)[0]
+        assert all(pieces)  # every piece holds text
+
+
 def test_sampling_validation():
     with pytest.raises(UserError, match="max-new-tokens"):
         Sampling(max_new_tokens=0).validate()

@@ -50,9 +50,9 @@ def load(source: str | Path | Loaded, step: int | None = None, device: str = "au
     """A run directory (``RUN_DIR`` or ``RUN_DIR:STEP``) or a Hugging Face directory → a :class:`Loaded` model."""
     if isinstance(source, Loaded):
         return source
-    from .distributed import init
+    from .distributed import pick_device
     from .loading import load as load_source
-    return load_source(source, step, device=init(device).device)
+    return load_source(source, step, device=pick_device(device))
 
 
 def generate(model: str | Path | Loaded, prompt: str, sampling: Sampling | None = None, **settings) -> str:

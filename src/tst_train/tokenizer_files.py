@@ -19,7 +19,6 @@ import base64
 import json
 import os
 import re
-import shutil
 from pathlib import Path
 
 from .data.loader import read_meta
@@ -38,25 +37,28 @@ PROBE_TEXT = ("It is a truth universally acknowledged, that a single man in poss
               "Ünïcödé 東京 🙂 x \n\n\n   ")
 
 
-def snapshot(data_dir: str | os.PathLike, run_dir: Path) -> None:
-    """Copy the data directory's tokenizer and meta.json into ``run_dir`` (run directories stand alone)."""
+def collect(data_dir: str | os.PathLike) -> dict[str, str]:
+    """The files that give a run directory its own copy of the data's tokenizer and meta.json
+    (``{file name: text}``), read and checked before the run directory is created."""
     data_dir = os.path.abspath(os.fspath(data_dir))
     meta = read_meta(data_dir)
     record = {"path": data_dir, "meta": meta}
-    spec = meta.get("tokenizer") or {}
-    if spec.get("type") == "tiktoken":
-        enc = load_tokenizer(data_dir)._impl
-        lines = (f"{base64.b64encode(tok).decode()} {rank}"
-                 for tok, rank in sorted(enc._mergeable_ranks.items(), key=lambda kv: kv[1]))
-        write_atomic(run_dir / TIKTOKEN_FILE, "\n".join(lines) + "\n")
+    tok = load_tokenizer(data_dir)  # it must load: a run whose tokenizer cannot be read is refused now
+    if tok.kind == "tiktoken":
+        enc = tok._impl
+        lines = (f"{base64.b64encode(t).decode()} {rank}"
+                 for t, rank in sorted(enc._mergeable_ranks.items(), key=lambda kv: kv[1]))
+        files = {TIKTOKEN_FILE: "\n".join(lines) + "\n"}
         record["tiktoken"] = {"name": enc.name, "pat_str": enc._pat_str, "special_tokens": enc._special_tokens,
                               "n_vocab": enc.n_vocab}
     else:
-        src = Path(data_dir) / spec.get("file", HF_FILE)
-        if not src.is_file():
-            raise UserError(f"data dir {data_dir} has no {src.name}: re-run `tst prepare`")
-        shutil.copyfile(src, run_dir / HF_FILE)
-    write_atomic(run_dir / DATA_FILE, json.dumps(record, indent=2))
+        files = {HF_FILE: (Path(data_dir) / (meta.get("tokenizer") or {}).get("file", HF_FILE)).read_text()}
+    return {**files, DATA_FILE: json.dumps(record, indent=2)}
+
+
+def write(run_dir: Path, files: dict[str, str]) -> None:
+    for name, text in files.items():
+        write_atomic(run_dir / name, text)
 
 
 def has_snapshot(run_dir: Path) -> bool:

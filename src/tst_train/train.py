@@ -387,11 +387,13 @@ def run_training(cfg: Config, out: Path, resume: bool = False) -> dict:
             rundir.check_new(out)
         trainer = Trainer(cfg, out, resume)
         p = plan(cfg, trainer.meta)
+        # eval, generate and export then need no data directory
+        tokenizer = tokenizer_files.collect(cfg.data.path) if main and not tokenizer_files.has_snapshot(out) else None
         if not resume and main:
             rundir.create(out, cfg)
             held.enter_context(rundir.locked(out))
-        if main and not tokenizer_files.has_snapshot(out):
-            tokenizer_files.snapshot(cfg.data.path, out)  # eval, generate and export then need no data dir
+        if tokenizer:
+            tokenizer_files.write(out, tokenizer)
         distributed.barrier()
         if main:
             rundir.write_json(out / rundir.PLAN_FILE, p)

@@ -105,3 +105,10 @@ def positive_int(text: str, flag: str) -> int:
     if n < 1:
         raise UserError(f"{flag} must be a whole number >= 1, got {text!r}")
     return n
+
+
+def set_threads(text: str) -> None:
+    """``--threads N``: torch's CPU threads (0 keeps torch's default)."""
+    if text.strip() != "0":
+        import torch
+        torch.set_num_threads(positive_int(text, "--threads"))

@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..errors import UserError
-from .args import ArgumentParser, positive_int
+from .args import ArgumentParser, positive_int, set_threads
 
 DESCRIPTION = ("Evaluate a trained model (RUN_DIR, RUN_DIR:STEP or an HF directory): validation loss and bits per "
                "byte on a prepared data directory, and the local downstream tasks (cloze: LAMBADA-style final word; "
@@ -29,6 +29,8 @@ def build_parser() -> ArgumentParser:
     p.add_argument("--limit", default=None, metavar="N", help="score only the first N items of each task (a fixed subset)")
     p.add_argument("--batch-size", default="32", metavar="N", help="sequences per forward pass (default 32)")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda (default auto)")
+    p.add_argument("--threads", default="0", metavar="N", help="CPU threads for torch (default 0: torch's choice; "
+                   "1 is fastest for small models on a busy machine)")
     p.add_argument("--out", metavar="FILE.json", help="also write the results as JSON")
     p.add_argument("--write-lm-eval-tasks", metavar="DIR",
                    help="write the tasks as lm-evaluation-harness task files into DIR and exit (see docs/evaluation.md)")
@@ -52,6 +54,7 @@ def eval_command(argv: list[str]) -> int:
     batch_size = positive_int(args.batch_size, "--batch-size")
     from .. import api
     from ..model_eval import format_results
+    set_threads(args.threads)
     loaded = api.load(args.model, args.step, device=args.device)
     if loaded.kind == "hf" and not args.data and not tasks:
         raise UserError("nothing to evaluate: an HF directory needs --data DATA_DIR for a validation loss, or --tasks")

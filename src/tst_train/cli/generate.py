@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 from ..errors import UserError
-from .args import ArgumentParser
+from .args import ArgumentParser, set_threads
 
 DESCRIPTION = ("Generate text from a trained model: RUN_DIR (its latest checkpoint), RUN_DIR:STEP, or an exported "
                "Hugging Face directory. Sampling is transformers.generate's (temperature, then top-k, then top-p).")
@@ -30,6 +30,8 @@ def build_parser() -> ArgumentParser:
                                                            "1 = off (default 1)")
     p.add_argument("--seed", type=int, default=0, help="sampling seed; each prompt starts from it (default 0)")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda (default auto)")
+    p.add_argument("--threads", default="0", metavar="N", help="CPU threads for torch (default 0: torch's choice; "
+                   "1 is fastest for small models on a busy machine)")
     p.add_argument("--json", action="store_true", help="print one JSON object per prompt (prompt, completion, token ids)")
     return p
 
@@ -52,6 +54,7 @@ def generate_command(argv: list[str]) -> int:
     from ..generate import complete, stream_text
     sampling = api.Sampling(args.max_new_tokens, args.temperature, args.top_k, args.top_p, args.seed).validate()
     prompts = read_prompts(args)
+    set_threads(args.threads)
     loaded = api.load(args.model, args.step, device=args.device)
     tok = loaded.text_tokenizer()
     print(f"# {loaded.describe()}", file=sys.stderr)

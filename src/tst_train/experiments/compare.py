@@ -27,8 +27,11 @@ def run_comparison(base: Config, out: Path, arms: list[str], seeds: list[int], l
     run_arms([(arm_config(base, arm, seed, equal_data_tokens), out / "runs" / f"{arm}-seed{seed}")
               for seed in seeds for arm in arms], n_parallel, log)
     t_tasks = time.perf_counter()
+    # Scored with the threads the runs trained with: side by side that is one each, and more threads
+    # than free cores slow small forward passes down tenfold on a shared machine (measured).
+    threads = base.train.threads or (1 if n_parallel > 1 else 0)
     scores = score_runs(out, [out / "runs" / f"{arm}-seed{seed}" for seed in seeds for arm in arms],
-                        list(tasks), task_limit, log)
+                        list(tasks), task_limit, log, threads)
     summary = summarize(out, base, arms, seeds, scores)
     summary["tasks"] = {"names": list(tasks), "limit": task_limit, "seconds": time.perf_counter() - t_tasks}
     summary["total_time_s"] = time.perf_counter() - t0

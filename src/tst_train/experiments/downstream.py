@@ -19,10 +19,15 @@ def headline(scores: dict) -> dict[str, float]:
     return {f"{name}_{metric}": s[metric] for name, s in scores.items() for metric in HEADLINE[TASKS[name].kind]}
 
 
-def score_runs(out: Path, run_dirs: list[Path], tasks: list[str], limit: int | None, log=print) -> dict[str, dict]:
-    """``{run name: {task: scores}}`` of each run's latest checkpoint (scored once, then read back)."""
+def score_runs(out: Path, run_dirs: list[Path], tasks: list[str], limit: int | None, log=print,
+               threads: int = 0) -> dict[str, dict]:
+    """``{run name: {task: scores}}`` of each run's latest checkpoint (scored once, then read back), on
+    ``threads`` CPU threads (0: torch's default)."""
     if not tasks:
         return {}
+    import torch
+    if threads:
+        torch.set_num_threads(threads)
     from ..api import load
     from ..loading import checkpoint_steps
     from ..tasks.scoring import score_task
