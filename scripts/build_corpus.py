@@ -21,6 +21,10 @@ access to the Debian mirror and PyPI, nothing else):
     # --large adds:
     apt-get download dict-gcide wordnet-base linux-doc-6.1 python3.11-doc fortunes
 
+--large leaves out what the local downstream tasks are built from (``scripts/build_tasks.py``,
+``src/tst_train/tasks/data/manifest.json``): the bundled-corpus documents of the cloze passages and
+the WordNet synsets of the multiple-choice items, so a model trained on it has not seen them.
+
 Run `apt-get update` once first if the apt lists are empty.
 
 Output: one JSON object per line, ``{"text": ..., "source": ..., "title": ...}``, one document per
@@ -36,6 +40,7 @@ from __future__ import annotations
 import argparse
 import glob
 import gzip
+import hashlib
 import json
 import lzma
 import os
@@ -50,6 +55,7 @@ import zlib
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_OUT = os.path.join(REPO, "src", "tst_train", "corpus", "bundled.jsonl.xz")
+TASKS_MANIFEST = os.path.join(REPO, "src", "tst_train", "tasks", "data", "manifest.json")
 
 BUNDLED_DEBS = ["r-cran-janeaustenr", "sword-text-web"]
 LARGE_DEBS = ["dict-gcide", "wordnet-base", "linux-doc-6.1", "python3.11-doc", "fortunes"]
@@ -362,13 +368,22 @@ def gcide_docs(root: str) -> list[dict]:
     return [doc(c, "gcide", f"GCIDE part {i + 1}") for i, c in enumerate(chunk_paragraphs("\n\n".join(paras), 20000))]
 
 
-def wordnet_docs(root: str) -> list[dict]:
-    """WordNet 3.0 glosses (definition; "examples"), grouped into documents of 500 glosses."""
+WORDNET_FILES = {"noun": "n", "verb": "v", "adj": "a", "adv": "r"}  # data.<file> → part of speech
+
+
+def synset_id(data_file: str, offset: str) -> str:
+    """``n:02084071``: the data file's part of speech (n, v, a, r) and the synset's byte offset in it."""
+    return f"{WORDNET_FILES[data_file]}:{offset}"
+
+
+def wordnet_docs(root: str, exclude: set[str] = frozenset()) -> list[dict]:
+    """WordNet 3.0 glosses (definition; "examples"), grouped into documents of 500 glosses; the synsets in
+    ``exclude`` (``n:02084071``-style ids: the downstream task's items) are left out."""
     docs = []
-    for pos in ("noun", "verb", "adj", "adv"):
+    for pos in WORDNET_FILES:
         path = os.path.join(root, f"usr/share/wordnet/data.{pos}")
         gl = [l.split(" | ", 1)[1].strip() for l in open(path, encoding="latin-1")
-              if not l.startswith("  ") and " | " in l]
+              if not l.startswith("  ") and " | " in l and synset_id(pos, l.split(" ", 1)[0]) not in exclude]
         for i in range(0, len(gl), 500):
             docs.append(doc("\n".join(gl[i:i + 500]), "wordnet", f"WordNet {pos} glosses {i + 1}-{i + len(gl[i:i + 500])}"))
     return docs
@@ -461,6 +476,17 @@ def fortunes_docs(root: str) -> list[dict]:
     return docs
 
 
+def task_exclusions() -> tuple[set[str], set[str]]:
+    """(sha1 of the held-out documents, WordNet synset ids) that the local downstream tasks are built from."""
+    with open(TASKS_MANIFEST) as f:
+        m = json.load(f)
+    return set(m["cloze"]["source_documents_sha1"]), set(m["wordnet"]["synsets"])
+
+
+def sha1(text: str) -> str:
+    return hashlib.sha1(text.encode("utf-8")).hexdigest()
+
+
 # --------------------------------------------------------------------------------------------
 # writing
 # --------------------------------------------------------------------------------------------
@@ -505,9 +531,14 @@ def main(argv: list[str] | None = None) -> int:
             summarize(bundled)
             write_jsonl_xz(bundled, args.out)
         if args.large:
-            large = dict(base)
+            # The local downstream tasks must stay unseen: drop the documents the cloze passages come
+            # from and the WordNet synsets of the multiple-choice items (scripts/build_tasks.py).
+            held_docs, held_synsets = task_exclusions()
+            large = {name: [d for d in docs if sha1(d["text"]) not in held_docs] for name, docs in base.items()}
+            print(f"left out for the downstream tasks: {sum(map(len, base.values())) - sum(map(len, large.values()))} "
+                  f"documents, {len(held_synsets)} WordNet synsets", file=sys.stderr)
             large["gcide"] = gcide_docs(root)
-            large["wordnet"] = wordnet_docs(root)
+            large["wordnet"] = wordnet_docs(root, held_synsets)
             large["linux-doc"] = rst_docs(root, "usr/share/doc/linux-doc-6.1/html/_sources", "linux-doc",
                                           exclude=("translations",))
             large["python-doc"] = rst_docs(root, "usr/share/doc/python3.11/html/_sources", "python-doc")

@@ -28,3 +28,18 @@ def _deterministic_threads():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(old)
+
+
+TINY_RUN_FLAGS = ["--preset", "tiny", "--steps", "12", "--batch-size", "4", "--seq-len", "32", "--bag-size", "2",
+                  "--superposition-frac", "0.5", "--eval-every", "6", "--checkpoint-every", "4",
+                  "--checkpoint.keep=5", "--eval.tokens=1024", "--train.threads=1", "--log.progress=false",
+                  "--log.tensorboard=false", "--train.lr=3e-3", "--train.warmup_steps=2"]
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tiny_data, tmp_path_factory):
+    """A finished 12-step TST run on `tiny_data`, checkpoints at steps 4, 6 (boundary), 8 and 12."""
+    from tst_train.cli import main
+    out = tmp_path_factory.mktemp("runs") / "tiny"
+    assert main(["train", "--data", str(tiny_data), "--out", str(out), *TINY_RUN_FLAGS]) == 0
+    return out

@@ -49,7 +49,8 @@ def test_compare_to_baseline_speedup():
 def test_compare_all_arms_tiny(tiny_data, tmp_path, capsys):
     out = tmp_path / "cmp"
     arms = "baseline,tst,input-only,output-only,tst-reinit,baseline-equal-data"
-    code = main(["compare", "--data", str(tiny_data), "--out", str(out), "--arms", arms, "--seeds", "2", *TINY])
+    code = main(["compare", "--data", str(tiny_data), "--out", str(out), "--arms", arms, "--seeds", "2", *TINY,
+                 "--task-limit", "4", "--model.n_layers=1"])
     printed = capsys.readouterr().out
     assert code == 0, printed
     s = json.loads((out / "summary.json").read_text())
@@ -70,11 +71,36 @@ def test_compare_all_arms_tiny(tiny_data, tmp_path, capsys):
     for f in ("report.md", "report.html", "val_loss_vs_steps.png", "val_loss_vs_data_tokens.png",
               "val_loss_vs_wall_clock.png", "train_loss.png"):
         assert (out / f).is_file(), f
-    assert "data:image/png;base64" in (out / "report.html").read_text()
+    html = (out / "report.html").read_text()
+    assert "data:image/png;base64" in html
     assert "| tst |" in printed and "report.md" in printed
+    # downstream task scores per arm, next to the loss
+    assert s["tasks"]["names"] == ["cloze", "wordnet"] and s["tasks"]["limit"] == 4
+    for a in s["arms"].values():
+        assert a["tasks"]["wordnet_acc_norm"]["n"] == 2 and 0 <= a["tasks"]["cloze_acc"]["mean"] <= 1
+    assert "wordnet acc_norm" in printed and "cloze acc" in printed
+    run0 = json.loads((out / "tasks" / "tst-seed0.json").read_text())
+    assert run0["step"] == 12 and run0["tasks"]["wordnet"]["items"] == 4
+    # the HTML comes from the markdown library: real tables, with a cell per value
+    from html.parser import HTMLParser
+
+    class Cells(HTMLParser):
+        tags: list = []
+
+        def handle_starttag(self, tag, attrs):
+            self.tags.append(tag)
+
+    parser = Cells()
+    parser.feed(html)
+    assert parser.tags.count("table") == 2 and parser.tags.count("td") > 6 * 10  # results + overrides
+    assert "|---|" not in html and "<th>arm</th>" in html
+    report = (out / "report.md").read_text()
+    assert "| `--model.n_layers` | `1` | `0` |" in report and "Model as trained:" in report and "1 layers" in report
     # rerunning reuses the finished runs
-    code = main(["compare", "--data", str(tiny_data), "--out", str(out), "--arms", "baseline,tst", "--seeds", "1", *TINY])
-    assert code == 0 and "already complete" in capsys.readouterr().out
+    code = main(["compare", "--data", str(tiny_data), "--out", str(out), "--arms", "baseline,tst", "--seeds", "1", *TINY,
+                 "--task-limit", "4", "--model.n_layers=1"])
+    again = capsys.readouterr().out
+    assert code == 0 and "already complete" in again and "scored" not in again  # task scores are cached too
 
 
 def test_compare_bad_arm(tiny_data, tmp_path, capsys):
@@ -161,7 +187,7 @@ def test_sweep_over_shapes_and_budgets(tiny_data, tmp_path, capfd):
 def test_reuse_refuses_a_run_trained_with_other_numbers(tiny_data, tmp_path, capsys):
     """A rerun into the same --out with another config must not label the old runs with the new config."""
     out = tmp_path / "cmp"
-    args = ["compare", "--data", str(tiny_data), "--out", str(out), "--arms", "baseline,tst", *TINY]
+    args = ["compare", "--data", str(tiny_data), "--out", str(out), "--arms", "baseline,tst", *TINY, "--tasks", "none"]
     assert main(args) == 0
     before = (out / "runs" / "tst-seed0" / "metrics.jsonl").read_text()
     capsys.readouterr()
@@ -183,3 +209,19 @@ def test_explicit_shapes_and_their_errors(tiny_data, tmp_path, capsys):
         code = main(["sweep", "--data", str(tiny_data), "--out", str(tmp_path / "s"), *flags, *TINY])
         err = capsys.readouterr().err
         assert code == 2 and expected in err and err.count("\n") == 1, err
+
+
+def test_demo_runs_its_shapes_and_states_what_it_measured(tiny_data, tmp_path, capsys):
+    out = tmp_path / "demo"
+    code = main(["demo", "--out", str(out), "--data", str(tiny_data), "--steps", "8", "--batch-size", "2",
+                 "--seq-len", "16", "--eval-every", "4", "--eval.tokens=512", "--train.warmup_steps=2",
+                 "--log.tensorboard=false"])
+    printed = capsys.readouterr().out
+    assert code == 0, printed
+    study = json.loads((out / "report" / "study.json").read_text())
+    assert sorted((g["dim"], g["n_layers"]) for g in study["groups"]) == [(64, 2), (128, 8), (256, 2)]
+    assert all(g["steps"] == 8 for g in study["groups"])  # the user's --steps won over the demo's
+    demo = (out / "report" / "demo.md").read_text()
+    assert "width at depth 2" in demo and "d = 64: Δ" in demo and "d = 256: Δ" in demo
+    assert "frontier at" in demo and ("best baseline shape wins" in demo or "TST's best shape wins" in demo)
+    assert "verdict:" in printed and "demo.md" in printed

@@ -111,7 +111,8 @@ def test_cli_config_and_two_run_commands(tt):
     c2 = tt.ConfigManager().parse_args(p2[4:])
     assert isinstance(c1, tti.TSTTrainer.Config) and type(c2) is tt.trainer.Trainer.Config
     assert dataclasses.asdict(c1.tst) == {"bag_size": 4, "superposition_frac": 0.3, "mode": "tst", "weights": "uniform",
-                                          "stop_at_transition": True}
+                                          "loss": "mce", "bagging": "stream", "fold": "sequence",
+                                          "transition_steps": 0, "stop_at_transition": True}
     assert (c1.training.steps, c2.training.steps, c1.training.seq_len, c2.training.seq_len) == (20, 20, 64, 64)
     assert c1.checkpoint.enable and c2.checkpoint.enable and c1.dump_folder == c2.dump_folder == "/tmp/run"
     assert isinstance(c1.model_spec.model.tok_embeddings, tti.TorchTitanSuperposedEmbedding.Config)

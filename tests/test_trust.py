@@ -71,7 +71,8 @@ def bad_values(key: str, f: dataclasses.Field) -> list[str]:
 
 TST_CORE = {"tst.bag_size": ["0", "-3"], "tst.superposition_frac": ["1.5", "-0.1", "nan"],
             "tst.mode": ["magic"], "tst.weights": ["heavy"], "tst.loss": ["hinge"], "tst.bagging": ["blind"],
-            "tst.fold": ["diagonal"], "tst.transition_steps": ["-1", "2.5"]}
+            "tst.fold": ["diagonal"], "tst.transition_steps": ["-1", "2.5"],
+            "train.init_from": ["/nonexistent/run-dir"]}
 
 
 def field_cases():

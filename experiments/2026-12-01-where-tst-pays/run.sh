@@ -18,7 +18,7 @@ COMMON=(--data "$DATA" --out "$OUT/study" --preset tiny --steps 3000 --batch-siz
         --weightings uniform --seeds 3 --jobs 2 --eval-every 250 --train.warmup_steps=20 --train.decay_frac=0.2
         --eval.tokens=32768 --log.tensorboard=false --checkpoint.every=500 --checkpoint.keep=1)
 stage() { echo "=== $(date -u +%FT%TZ) stage $1"; shift; "$TST" sweep "${COMMON[@]}" "$@"; }
-W=(--dims 512 --layers 1 --lrs 1e-3)   # the widest affordable shape, where TST came closest (PROBES.md)
+W=(--dims 512 --layers 1 --lrs 1e-3)   # the widest affordable shape, where TST came closest (docs/probes.md)
 stage width    --dims 64,128,256,512 --layers 2 --lrs 1e-3 --bag-sizes 4 --fracs 0.25
 stage wide1    "${W[@]}" --bag-sizes 4 --fracs 0.25
 stage depth    --dims 256 --layers 1,4,8 --lrs 1e-3 --bag-sizes 4 --fracs 0.25

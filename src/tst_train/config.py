@@ -147,6 +147,8 @@ class TrainSection:
     collective_timeout_s: int = opt(600, numbers=False, check=Range(1, 86400))
     """Under torchrun: seconds a collective may wait for the other ranks before the run stops with an error
     (a frozen or dead rank must not make the others wait forever)."""
+    init_from: str = opt("")
+    """Start from these weights instead of a random init: RUN_DIR[:STEP] or a Hugging Face Llama directory (same architecture; fresh optimizer and schedule)."""
 
 
 @dataclass
@@ -160,9 +162,9 @@ class TSTSection(tst.TSTConfig):
 
 @dataclass
 class EvalSection:
-    every: int = opt(50, numbers=False, check=COUNT)
-    """Evaluate every N steps (and always at the end; 0 = only at the end)."""
-    tokens: int = opt(65536, check=POSITIVE_COUNT)
+    every: int = opt(-1, numbers=False, check=Range(-1))
+    """Evaluate every N steps, and always at the phase boundary and the end (0 = only there; -1 = automatic: the round number of steps that keeps evaluation near 5% of the training time, see `auto_eval_every`)."""
+    tokens: int = opt(16384, check=POSITIVE_COUNT)
     """Fixed held-out token budget for each evaluation (standard next-token CE, whatever the phase)."""
     batch_size: int = opt(16, numbers=False, check=POSITIVE_COUNT)
     """Rows per evaluation forward pass."""
@@ -179,7 +181,9 @@ class CheckpointSection:
 @dataclass
 class LogSection:
     progress: bool = opt(True, numbers=False)
-    """Show a progress bar (on a terminal)."""
+    """Show progress: a bar on a terminal, periodic lines otherwise, and the validation loss at each evaluation."""
+    every: int = opt(0, numbers=False, check=COUNT)
+    """When the output is not a terminal, print a progress line every N steps (0 = about 20 lines per run)."""
     tensorboard: bool = opt(True, numbers=False)
     """Write TensorBoard logs to RUN_DIR/tb (when tensorboard is installed)."""
     wandb: bool = opt(False, numbers=False)
@@ -224,6 +228,21 @@ class Config:
     def get(self, key: str):
         section, name = key.split(".", 1)
         return getattr(getattr(self, section), name)
+
+
+def auto_eval_every(cfg: Config) -> int:
+    """``eval.every`` itself, or for -1 the interval that keeps periodic evaluation near 5% of the training time.
+
+    One evaluation forwards ``eval.tokens`` positions; one step forwards and backwards ``batch_size ×
+    seq_len``. Measured on the CPU, an evaluated token costs 0.6 of a trained position (forward only,
+    but smaller matrix products), so evaluating every ``13 × eval.tokens / (batch_size × seq_len)``
+    steps costs 0.6 / 13 ≈ 4.6%; the interval is rounded up to 1, 2, 2.5 or 5 × 10^k steps.
+    """
+    if cfg.eval.every >= 0:
+        return cfg.eval.every
+    steps = 13 * cfg.eval.tokens / (cfg.train.batch_size * cfg.train.seq_len)
+    scale = 10 ** max(0, math.floor(math.log10(max(steps, 1))))
+    return int(next(m * scale for m in (1, 2, 2.5, 5, 10) if m * scale >= steps))
 
 
 def iter_fields(cfg: Config):

@@ -36,20 +36,27 @@ def init(device_pref: str = "auto", timeout_s: float = 600) -> DistInfo:
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    if device_pref == "auto":
-        device_pref = "cuda" if torch.cuda.is_available() else "cpu"
-    device = torch.device(device_pref)
+    device = pick_device(device_pref, local_rank, "--train.device")
     if device.type == "cuda":
-        if not torch.cuda.is_available():
-            from .errors import UserError
-            raise UserError("--train.device=cuda but no CUDA device is available; use --train.device=cpu")
-        if device.index is None:
-            device = torch.device("cuda", local_rank)
         torch.cuda.set_device(device)
     if world > 1 and not dist.is_initialized():
         dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo",
                                 timeout=datetime.timedelta(seconds=timeout_s))
     return DistInfo(rank, world, local_rank, device)
+
+
+def pick_device(pref: str = "auto", local_rank: int = 0, flag: str = "--device") -> torch.device:
+    """``auto`` → CUDA when available, else the CPU; ``cuda`` without a GPU is a user error."""
+    if pref == "auto":
+        pref = "cuda" if torch.cuda.is_available() else "cpu"
+    device = torch.device(pref)
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            from .errors import UserError
+            raise UserError(f"{flag}=cuda but no CUDA device is available; use {flag}=cpu")
+        if device.index is None:
+            device = torch.device("cuda", local_rank)
+    return device
 
 
 def autocast_dtype(want: str, device: torch.device) -> torch.dtype | None:

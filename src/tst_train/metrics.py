@@ -60,6 +60,16 @@ def truncate_after(run_dir: Path, step: int) -> None:
     os.replace(tmp, path)
 
 
+def tensorboard_scalars(record: dict) -> dict[str, float]:
+    """TensorBoard tags of a record, grouped: ``val/loss``, ``val/bpb`` … for an evaluation (its counters are
+    the training record's), ``train/loss``, ``train/lr`` … for a step."""
+    numbers = {k: v for k, v in record.items()
+               if k != "step" and isinstance(v, (int, float)) and not isinstance(v, bool)}
+    if "val_loss" in record:
+        return {f"val/{k.removeprefix('val_')}": v for k, v in numbers.items() if k.startswith("val_")}
+    return {f"train/{k}": v for k, v in numbers.items()}
+
+
 class MetricsWriter:
     def __init__(self, run_dir: Path, config: dict, tensorboard: bool, wandb: bool, wandb_project: str) -> None:
         self.enabled = distributed.is_main()
@@ -89,10 +99,9 @@ class MetricsWriter:
         clean = {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in record.items()}
         self._file.write(json.dumps(clean) + "\n")
         step = record["step"]
-        for key, value in record.items():
-            if key != "step" and isinstance(value, (int, float)) and not isinstance(value, bool):
-                if self._tb is not None:
-                    self._tb.add_scalar(key, value, step)
+        if self._tb is not None:
+            for tag, value in tensorboard_scalars(record).items():
+                self._tb.add_scalar(tag, value, step)
         if self._wandb is not None:
             self._wandb.log({k: v for k, v in record.items() if k != "step"}, step=step)
 

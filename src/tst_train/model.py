@@ -61,7 +61,7 @@ class ModelConfig:
 # Shapes without a vocabulary (it comes from the tokenizer). In "gpu-*" names the size counts the
 # transformer blocks only (no embedding, no LM head), which does not depend on the vocabulary. SmolLM shapes and their rope_theta /
 # norm_eps / max_seq_len come from the public HF config.json of HuggingFaceTB/SmolLM2-135M, -360M and
-# SmolLM3-3B (see docs PAPER_NOTES §2.2); the paper runs them untied on Llama-3 modelling code.
+# SmolLM3-3B (see docs/paper_notes.md §2.2); the paper runs them untied on Llama-3 modelling code.
 PRESETS: dict[str, dict] = {
     # ~0.62M params at vocab 4096; for tests and CPU demos.
     "tiny": dict(dim=64, n_layers=2, n_heads=4, n_kv_heads=2, ffn_dim=176, max_seq_len=1024),

@@ -11,7 +11,9 @@ same weights, same optimizer state, same continuous learning-rate schedule — u
 from __future__ import annotations
 
 import contextlib
+import copy
 import math
+import os
 import signal
 import statistics
 import time
@@ -22,13 +24,15 @@ import torch
 
 import tst
 
-from . import checkpoint, distributed, errors, rundir
-from .config import Config
+from . import checkpoint, distributed, errors, rundir, tokenizer_files
+from .build import build_model, fingerprint
+from .config import Config, auto_eval_every
+from .console import Console
 from .data.loader import TokenLoader, check_data_dir, load_split
 from .errors import UserError
 from .evaluate import Validator
 from .metrics import MetricsWriter, mfu, truncate_after
-from .model import Transformer, model_config
+from .model import Transformer
 from .objective import TrainObjective
 from .optim import build_optimizer, lr_at, reset_moments, set_lr
 
@@ -86,19 +90,6 @@ def check_token_ids(rows: torch.Tensor, vocab_size: int, data_path: str) -> None
                         f"match its meta.json; re-run `tst prepare` for this directory")
 
 
-def build_model(cfg: Config, vocab_size: int):
-    m = cfg.model
-    overrides = {k: v for k, v in (("dim", m.dim), ("n_layers", m.n_layers), ("n_heads", m.n_heads),
-                                   ("n_kv_heads", m.n_kv_heads), ("ffn_dim", m.ffn_dim)) if v}
-    try:
-        mcfg = model_config(cfg.model.preset, vocab_size, tie_embeddings=cfg.model.tie_embeddings, **overrides)
-    except ValueError as e:
-        raise UserError(f"--model: {e}") from None
-    if cfg.train.seq_len > mcfg.max_seq_len:
-        mcfg.max_seq_len = cfg.train.seq_len
-    return mcfg
-
-
 def make_schedule(cfg: Config) -> tst.TSTSchedule:
     """The run's schedule; ``weights = "fitted"`` fits the bag weights to the data's token mutual information."""
     fitted = None
@@ -135,6 +126,7 @@ def plan(cfg: Config, meta: dict) -> dict:
         "positions": positions, "data_tokens": data_tokens, "flops_per_position": flops_pp,
         "flops": flops, "train_tokens_available": train_tokens,
         "epochs": data_tokens / train_tokens, "data_repeats": data_tokens > train_tokens,
+        "eval_every": auto_eval_every(cfg), "eval_tokens": cfg.eval.tokens,
         **({"fitted_weights": _fit_record(cfg)} if cfg.tst.weights == "fitted" and schedule.transition_step else {}),
     }
 
@@ -153,6 +145,8 @@ def format_plan(p: dict) -> str:
                      f"({ph['steps']} steps), bag_size={ph['bag_size']}, targets/position={ph['target_bag_size']}, "
                      f"data tokens {ph['data_tokens']:,}")
     lines.append(f"positions: {p['positions']:,}; FLOPs: {p['flops']:.3e} ({p['flops_per_position']:.3e}/position)")
+    every = f"every {p['eval_every']} steps, " if p["eval_every"] else ""
+    lines.append(f"validation: {every}at the phase boundary and at the end, on {p['eval_tokens']:,} held-out tokens")
     lines.append(f"data tokens needed: {p['data_tokens']:,} of {p['train_tokens_available']:,} available "
                  f"({p['epochs']:.2f} epochs)")
     if p["data_repeats"]:
@@ -160,13 +154,6 @@ def format_plan(p: dict) -> str:
     else:
         lines.append("data: enough for a single epoch (no token is seen twice)")
     return "\n".join(lines)
-
-
-def fingerprint(cfg: Config, mcfg, meta: dict) -> dict:
-    """What must match for a checkpoint to resume into this run: every config field that changes the
-    numbers (as each field declares), the resolved model shape and the data's identity."""
-    return {"config": cfg.numbers(), "model": asdict(mcfg),
-            "data": [meta["vocab_size"], meta["splits"]["train"]["tokens"]]}
 
 
 def _peak_flops(cfg: Config, device: torch.device, world: int) -> float | None:
@@ -205,6 +192,9 @@ class Trainer:
             self.model = Transformer(self.mcfg)
         self.model.to_empty(device=self.device)
         self.model.init_weights()
+        if t.init_from and not resume:  # weights only: the optimizer and the schedule start fresh
+            from .loading import init_from
+            distributed.print0(init_from(self.model, t.init_from, cfg.data.path))
         if t.compile:
             for block in self.model.layers:
                 block.compile()
@@ -295,7 +285,7 @@ class Trainer:
         cfg, st = self.cfg, self.state
         t = cfg.train
         writer = MetricsWriter(self.run_dir, cfg.to_dict(), cfg.log.tensorboard, cfg.log.wandb, cfg.log.wandb_project)
-        bar = _progress(cfg, st.step, t.steps)
+        console = Console(cfg.log.progress and distributed.is_main(), t.steps, st.step, cfg.log.every)
         interrupted = None
         wall_start = time.perf_counter() - st.train_time
         with StopFlag() as stop:
@@ -309,14 +299,15 @@ class Trainer:
                 dt = time.perf_counter() - t0
                 self._account(phase, dt)
                 writer.log(self._step_record(phase, out, dt))
-                bar.update(1)
-                bar.set_postfix_str(f"{phase.name} s={phase.bag_size} loss={out['loss']:.3f} "
-                                    f"{t.batch_size * t.seq_len / dt:,.0f} pos/s", refresh=False)
+                console.step(st.step, f"{phase.name} s={phase.bag_size} loss={out['loss']:.3f} "
+                                      f"{t.batch_size * t.seq_len / dt:,.0f} pos/s")
                 if not math.isfinite(out["loss"]):
                     raise UserError(f"the loss became {out['loss']} at step {st.step}; lower --train.lr "
                                     f"or check the data")
-                if self.due(cfg.eval.every):
-                    writer.log(self._evaluate(phase, wall_start))
+                if self.due(auto_eval_every(cfg)):
+                    record = self._evaluate(phase, wall_start)
+                    writer.log(record)
+                    console.line(_eval_line(record, t.steps))
                 if self.due(cfg.checkpoint.every):
                     self.save_checkpoint()
                 if distributed.any_rank(stop.signum is not None, self.device):
@@ -324,7 +315,7 @@ class Trainer:
                     if not self.due(cfg.checkpoint.every):
                         self.save_checkpoint()
                     break
-        bar.close()
+        console.close()
         writer.close()
         return self._summary(interrupted, time.perf_counter() - wall_start)
 
@@ -387,6 +378,12 @@ def run_training(cfg: Config, out: Path, resume: bool = False) -> dict:
     ``summary.json``; returns the summary (``completed`` is False after a stop signal).
     """
     cfg.validate()
+    if not resume:  # a run directory records its data and starting weights by absolute path
+        cfg = copy.deepcopy(cfg)
+        cfg.data.path = os.path.abspath(cfg.data.path)
+        if cfg.train.init_from:
+            from .loading import absolute_source
+            cfg.train.init_from = absolute_source(cfg.train.init_from)
     distributed.init(cfg.train.device, cfg.train.collective_timeout_s)
     main = distributed.is_main()
     with contextlib.ExitStack() as held:
@@ -396,9 +393,13 @@ def run_training(cfg: Config, out: Path, resume: bool = False) -> dict:
             rundir.check_new(out)
         trainer = Trainer(cfg, out, resume)
         p = plan(cfg, trainer.meta)
+        # eval, generate and export then need no data directory
+        tokenizer = tokenizer_files.collect(cfg.data.path) if main and not tokenizer_files.has_snapshot(out) else None
         if not resume and main:
             rundir.create(out, cfg)
             held.enter_context(rundir.locked(out))
+        if tokenizer:
+            tokenizer_files.write(out, tokenizer)
         distributed.barrier()
         if main:
             rundir.write_json(out / rundir.PLAN_FILE, p)
@@ -411,7 +412,6 @@ def run_training(cfg: Config, out: Path, resume: bool = False) -> dict:
     return summary
 
 
-def _progress(cfg: Config, initial: int, total: int):
-    from tqdm import tqdm
-    return tqdm(total=total, initial=initial, disable=not (cfg.log.progress and distributed.is_main()),
-                unit="step", dynamic_ncols=True, mininterval=0.5)
+def _eval_line(record: dict, total: int) -> str:
+    bpb = f", {record['val_bpb']:.4f} bits/byte" if record.get("val_bpb") else ""
+    return f"step {record['step']}/{total} ({record['phase']}): val_loss {record['val_loss']:.4f}{bpb}"

@@ -1,4 +1,4 @@
-"""Bags and next-bag targets against the paper's worked example (PAPER_NOTES §1.5) and index arithmetic."""
+"""Bags and next-bag targets against the paper's worked example (docs/paper_notes.md §1.5) and index arithmetic."""
 from __future__ import annotations
 
 import pytest

@@ -27,7 +27,17 @@ COMMANDS = {
     "sweep": (_lazy(".experiments", "sweep_command"), "grid over shape, lr, budget, bag size, fraction, weighting"),
     "demo": (_lazy(".experiments", "demo_command"), "the bundled-corpus comparison (<= 10 min on 2 CPU cores)"),
     "export": (_lazy(".train", "export_command"), "export a run to a Hugging Face model directory"),
+    "generate": (_lazy(".generate", "generate_command"), "generate text from a run (any step) or an HF directory"),
+    "eval": (_lazy(".eval", "eval_command"), "validation loss and downstream tasks of a run step or an HF directory"),
 }
+
+
+def version() -> str:
+    from importlib.metadata import PackageNotFoundError, version as installed
+    try:
+        return installed("token-superposition")
+    except PackageNotFoundError:  # running from a source tree that was never installed
+        return "unknown"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -36,8 +46,11 @@ def main(argv: list[str] | None = None) -> int:
         print("usage: tst COMMAND [options]\n\ncommands:")
         for name, (_, help_) in COMMANDS.items():
             print(f"  {name:<8} {help_}")
-        print("\n`tst COMMAND --help` for a command's options.")
+        print("\n`tst COMMAND --help` for a command's options; `tst --version` for the version.")
         return 0 if argv else 2
+    if argv[0] in ("--version", "-V"):
+        print(f"tst (token-superposition) {version()}")
+        return 0
     name, rest = argv[0], argv[1:]
     if name not in COMMANDS:
         print(f"error: unknown command {name!r}; commands: {', '.join(COMMANDS)}", file=sys.stderr)

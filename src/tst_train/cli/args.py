@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import argparse
 
-from ..config import Config, apply_mapping, load_toml, set_value
+from ..config import Config, apply_mapping, field_docs, load_toml, set_value
 from ..errors import UserError
 
 # First-class flags → config keys (every other field is `--section.field=value`).
@@ -14,6 +14,7 @@ TRAIN_FLAGS = {
     "--seed": ("train.seed", int), "--eval-every": ("eval.every", int),
     "--checkpoint-every": ("checkpoint.every", int), "--lr": ("train.lr", float),
     "--weights": ("tst.weights", str), "--device": ("train.device", str),
+    "--init-from": ("train.init_from", str),
 }
 
 
@@ -28,8 +29,9 @@ def add_run_flags(p: argparse.ArgumentParser) -> None:
     """Model/training flags shared by ``train``, ``compare``, ``sweep`` and ``demo``."""
     p.add_argument("--data", help="prepared data directory (from `tst prepare`)")
     p.add_argument("--config", help="TOML file of config values (see configs/)")
+    docs = field_docs()
     for flag, (key, typ) in TRAIN_FLAGS.items():
-        p.add_argument(flag, type=str, default=None, metavar=typ.__name__.upper(), help=f"sets {key}")
+        p.add_argument(flag, type=str, default=None, metavar=typ.__name__.upper(), help=f"{docs.get(key, '')} (sets {key})")
     p.add_argument("--dry-run", action="store_true", help="print the resolved config and the plan, then exit")
 
 
@@ -56,7 +58,8 @@ def resolve_config(args: argparse.Namespace, extra: list[str], base: Config | No
 
 
 def parse_dotted(extra: list[str]) -> list[tuple[str, str]]:
-    """``--section.field=value`` or ``--section.field value`` → [(key, value)]; anything else is a typo."""
+    """``--section.field=value``, ``--section.field value`` or, for a true/false field, a bare
+    ``--section.field`` (= true) → [(key, value)]; anything else is a typo."""
     out, i = [], 0
     while i < len(extra):
         item = extra[i]
@@ -65,14 +68,26 @@ def parse_dotted(extra: list[str]) -> list[tuple[str, str]]:
                             f"(e.g. --train.lr=1e-3), see `tst train --help`")
         if "=" in item:
             key, value = item[2:].split("=", 1)
+        elif i + 1 >= len(extra) or extra[i + 1].startswith("--"):
+            key = item[2:]
+            value = _bare_flag(key.replace("-", "_"))
         else:
-            if i + 1 >= len(extra):
-                raise UserError(f"{item} needs a value")
             key, value = item[2:], extra[i + 1]
             i += 1
         out.append((key.replace("-", "_"), value))
         i += 1
     return out
+
+
+def _bare_flag(key: str) -> str:
+    """A flag given without a value: ``true`` for a true/false field, otherwise a user error."""
+    try:
+        is_bool = isinstance(Config().get(key), bool)
+    except (AttributeError, ValueError):
+        return "true"  # not a field: set_value names the valid ones
+    if not is_bool:
+        raise UserError(f"--{key} needs a value: --{key}=VALUE")
+    return "true"
 
 
 def parse_list(text: str, typ, flag: str) -> list:
@@ -90,3 +105,10 @@ def positive_int(text: str, flag: str) -> int:
     if n < 1:
         raise UserError(f"{flag} must be a whole number >= 1, got {text!r}")
     return n
+
+
+def set_threads(text: str) -> None:
+    """``--threads N``: torch's CPU threads (0 keeps torch's default)."""
+    if text.strip() != "0":
+        import torch
+        torch.set_num_threads(positive_int(text, "--threads"))

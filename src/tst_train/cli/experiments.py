@@ -3,6 +3,7 @@
     tst compare --data DATA_DIR --out reports/cmp --preset tiny --steps 3000 --seeds 3 --arms baseline,tst
     tst sweep   --data DATA_DIR --out reports/sweep --bag-sizes 2,4,8 --fracs 0.2,0.4 --weightings uniform,power
     tst sweep   --data DATA_DIR --out reports/width --dims 64,128,256,512 --layers 2 --bag-sizes 4 --fracs 0.25 --seeds 3
+    tst sweep   --out reports/width --report-only
     tst demo    --out runs/demo
 """
 from __future__ import annotations
@@ -11,10 +12,18 @@ import argparse
 import time
 from pathlib import Path
 
+from tst.weights import WEIGHTINGS
+
 from ..config import Config, help_epilog
 from ..errors import UserError
 from ..experiments.arms import ARMS, arm_config
+from ..tasks import parse_tasks
 from .args import ArgumentParser, add_run_flags, parse_list, positive_int, resolve_config
+
+
+def _count(text: str, flag: str) -> int:
+    """A whole number >= 0."""
+    return 0 if text.strip() == "0" else positive_int(text, flag)
 
 
 def _seeds(args, base: Config) -> list[int]:
@@ -29,7 +38,8 @@ def _check_out(out: Path, marker: str, what: str) -> None:
         raise UserError(f"--out {out} exists and is not a {what} directory; choose a new --out")
 
 
-def compare_command(argv: list[str]) -> int:
+def compare_parser() -> ArgumentParser:
+    from ..tasks import TASKS
     p = ArgumentParser(prog="tst compare", description="Equal-FLOPs comparison of TST arms against the baseline.",
                        epilog=help_epilog(), formatter_class=argparse.RawDescriptionHelpFormatter)
     add_run_flags(p)
@@ -40,6 +50,16 @@ def compare_command(argv: list[str]) -> int:
                         "tst+bagging=document, tst+loss=sum-to-one, tst+fold=batch, tst+transition_steps=200, "
                         "tst+weights=fitted")
     p.add_argument("--jobs", default="1", help="runs trained at the same time, in separate processes")
+    p.add_argument("--tasks", default="all", help=f"downstream tasks scored on each final model, from "
+                   f"{', '.join(TASKS)}; all or none (default all)")
+    p.add_argument("--task-limit", default="0", metavar="N",
+                   help="score only the first N items of each task (a fixed subset); 0 = all (default; "
+                        "all 2,227 items take ~6 s per run for the tiny preset on one CPU core)")
+    return p
+
+
+def compare_command(argv: list[str]) -> int:
+    p = compare_parser()
     args, extra = p.parse_known_args(argv)
     base, _ = resolve_config(args, extra)
     arms = parse_list(args.arms, str, "--arms")
@@ -54,23 +74,28 @@ def compare_command(argv: list[str]) -> int:
     if args.dry_run:
         from .train import dry_run
         return dry_run(base)
+    tasks = parse_tasks(args.tasks)
+    limit = _count(args.task_limit, "--task-limit") or None
     base.log.progress = False  # one line per run; per-run progress bars would interleave
     from ..experiments.compare import run_comparison
     from ..experiments.report import format_table
-    summary = run_comparison(base, out, arms, _seeds(args, base), n_parallel=positive_int(args.jobs, "--jobs"))
+    summary = run_comparison(base, out, arms, _seeds(args, base), n_parallel=positive_int(args.jobs, "--jobs"),
+                             tasks=tasks, task_limit=limit)
     print(format_table(summary))
     print(f"\nreport: {out / 'report.md'} (and report.html)")
     return 0
 
 
-def sweep_command(argv: list[str]) -> int:
-    p = ArgumentParser(prog="tst sweep", description="Grid over bag size × superposition fraction × weighting.",
+def sweep_parser() -> ArgumentParser:
+    p = ArgumentParser(prog="tst sweep", description="Grid over bag size × superposition fraction × weighting "
+                       "(and model shape, learning rate, FLOP budget), each cell against its own equal-FLOPs baseline.",
                        epilog=help_epilog(), formatter_class=argparse.RawDescriptionHelpFormatter)
     add_run_flags(p)
     p.add_argument("--out", required=True, help="sweep directory (rerun to resume: finished cells are skipped)")
-    p.add_argument("--bag-sizes", default="2,4,8")
-    p.add_argument("--fracs", default="0.2,0.4")
-    p.add_argument("--weightings", default="uniform")
+    p.add_argument("--bag-sizes", default="2,4,8", help="bag sizes s to try, comma-separated, each >= 2 (default 2,4,8)")
+    p.add_argument("--fracs", default="0.2,0.4", help="superposition fractions r to try, in (0, 1] (default 0.2,0.4)")
+    p.add_argument("--weightings", default="uniform", help=f"MCE weightings to try, from {', '.join(WEIGHTINGS)}, "
+                                                          "fitted (default uniform)")
     p.add_argument("--dims", default="", help="model widths (each with the Llama rule for heads and SwiGLU width; "
                                               "default: the preset's shape)")
     p.add_argument("--layers", default="", help="model depths (default: the preset's)")
@@ -82,10 +107,15 @@ def sweep_command(argv: list[str]) -> int:
     p.add_argument("--variants", default="", help="TST options crossed with every cell, comma-separated, each "
                                                   "key=value[+key=value] (e.g. bagging=document,loss=sum-to-one); "
                                                   "'plain' for the cell without options")
-    p.add_argument("--seeds", default="1")
+    p.add_argument("--seeds", default="1", help="number of seeds (model initialisations) per cell and baseline")
     p.add_argument("--jobs", default="1", help="runs trained at the same time, in separate processes")
     p.add_argument("--report-only", action="store_true",
                    help="train nothing: write the width/depth/frontier report (study.md) over every finished run in --out")
+    return p
+
+
+def sweep_command(argv: list[str]) -> int:
+    p = sweep_parser()
     args, extra = p.parse_known_args(argv)
     if args.report_only:
         return _study_report(Path(args.out))
@@ -95,7 +125,6 @@ def sweep_command(argv: list[str]) -> int:
     bags = parse_list(args.bag_sizes, int, "--bag-sizes")
     fracs = parse_list(args.fracs, float, "--fracs")
     weightings = parse_list(args.weightings, str, "--weightings")
-    from tst.weights import WEIGHTINGS
     for w in weightings:
         if w not in WEIGHTINGS + ("fitted",):
             raise UserError(f"--weightings: unknown weighting {w!r}; choose from {', '.join(WEIGHTINGS)}, fitted")
@@ -145,18 +174,41 @@ def _study_report(out: Path) -> int:
     return 0
 
 
+def demo_parser() -> ArgumentParser:
+    p = ArgumentParser(prog="tst demo", description="TST vs the equal-FLOPs baseline on the bundled corpus, on the CPU "
+                       "(<= 10 min on 2 cores): prepares the data, then sweeps three model shapes (width at fixed "
+                       "depth, and two shapes of about the same FLOPs for the frontier) with configs/demo_cpu.toml's "
+                       "settings and states what it measured. Any config flag (e.g. --steps 500) is passed on.",
+                       epilog=help_epilog(), formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_run_flags(p)
+    p.add_argument("--out", default="runs/demo", help="output directory (data, runs and report; default runs/demo)")
+    p.add_argument("--seeds", default="1", help="number of seeds per shape and arm (default 1; 3 or more give "
+                                                "confidence intervals, at 3x the time)")
+    return p
+
+
 def demo_command(argv: list[str]) -> int:
-    p = ArgumentParser(prog="tst demo", description="TST vs baseline on the bundled corpus, on the CPU (<= 10 min).")
-    p.add_argument("--out", default="runs/demo", help="output directory (data, runs and report)")
-    p.add_argument("--seeds", default="1")
-    args, extra = p.parse_known_args(argv)
+    p = demo_parser()
+    from ..experiments.demo import DEMO_FLAGS, DEMO_SHAPES, prepare_demo_data, write_demo_report
+    args, extra = p.parse_known_args(DEMO_FLAGS + argv)  # the user's flags come last, so they win
     out = Path(args.out)
-    data_dir = out / "data"
+    data_dir = Path(args.data) if args.data else out / "data"
+    base, _ = resolve_config(args, extra)
+    _check_out(out / "report", "sweep_config.json", "`tst demo`")
     t0 = time.perf_counter()
-    from ..experiments.demo import DEMO_FLAGS, prepare_demo_data
     prepare_demo_data(data_dir)
     print(f"data ready in {time.perf_counter() - t0:.0f}s")
-    # Both arms side by side, one core each: the fastest use of 2 cores for a model this small, and
-    # the arms' step times are measured under the same load.
-    return compare_command(DEMO_FLAGS + ["--data", str(data_dir), "--out", str(out / "report"),
-                                      "--seeds", args.seeds, "--jobs", "2"] + extra)
+    base.data.path = str(data_dir)
+    base.log.progress = False
+    from ..experiments.sweep import run_sweep
+    # Two runs side by side, one core each: the fastest use of 2 cores for models this small, and the
+    # arms' step times are measured under the same load.
+    result = run_sweep(base, out / "report", [base.tst.bag_size], [base.tst.superposition_frac], ["uniform"],
+                       _seeds(args, base), n_parallel=2, shapes=DEMO_SHAPES, lrs=[base.train.lr])
+    from ..experiments.study import study_report
+    study = study_report(out / "report", log=lambda *a: None)
+    print("\nverdict:")
+    for line in write_demo_report(out / "report", study, time.perf_counter() - t0):
+        print(f"  {line}")
+    print(f"\nreport: {out / 'report' / 'demo.md'} (tables and plots: study.md)")
+    return 0 if result else 1

@@ -29,9 +29,9 @@ def train_command(argv: list[str]) -> int:
         raise UserError("no data: pass --data DATA_DIR (prepare one with `tst prepare --input bundled --out DATA_DIR`)")
     if args.dry_run:
         return dry_run(cfg)
-    from .. import distributed
-    from ..train import EXIT_INTERRUPTED, run_training
-    summary = run_training(cfg, out, resume=args.resume)
+    from .. import api, distributed
+    from ..train import EXIT_INTERRUPTED
+    summary = api.train(cfg, out, resume=args.resume)
     if not summary["completed"]:
         if distributed.is_main():  # once, not once per rank
             print(f"stopped by {summary['interrupted_by']} after step {summary['steps']}; checkpoint saved. "
@@ -53,11 +53,13 @@ def dry_run(cfg: Config) -> int:
 
 
 def export_command(argv: list[str]) -> int:
-    p = ArgumentParser(prog="tst export", description="Write a run's final model as a Hugging Face LlamaForCausalLM.")
-    p.add_argument("--run", required=True, help="run directory (from `tst train`)")
-    p.add_argument("--out", required=True, help="output directory (must not exist)")
+    p = ArgumentParser(prog="tst export", description="Write a run's model (its latest checkpoint, or --step) as a "
+                       "Hugging Face LlamaForCausalLM directory with its tokenizer.")
+    p.add_argument("--run", required=True, help="run directory (from `tst train`), or RUN_DIR:STEP")
+    p.add_argument("--step", type=int, default=None, help="the checkpoint to export (default: the latest)")
+    p.add_argument("--out", required=True, help="output directory (must not exist, or be empty)")
     args = p.parse_args(argv)
-    from ..export import export_run
-    export_run(Path(args.run), Path(args.out))
-    print(f"exported {args.run} → {args.out}")
+    from .. import api
+    out = api.export(args.run, args.out, args.step)
+    print(f"exported {args.run} → {out}")
     return 0

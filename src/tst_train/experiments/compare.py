@@ -14,17 +14,26 @@ from ..config import Config
 from ..metrics import read_metrics
 from . import analysis
 from .arms import BASELINES, arm_config, arm_dir_name, run_arms, tst_data_tokens
+from .downstream import headline, score_runs
 
 def run_comparison(base: Config, out: Path, arms: list[str], seeds: list[int], log=print,
-                   n_parallel: int = 1) -> dict:
-    """Train every (arm, seed) and write ``summary.json`` + ``report.md``/``report.html`` into ``out``."""
+                   n_parallel: int = 1, tasks: list[str] = (), task_limit: int | None = None) -> dict:
+    """Train every (arm, seed), score the final models on ``tasks`` (the first ``task_limit`` items of each),
+    and write ``summary.json`` + ``report.md``/``report.html`` into ``out``."""
     out.mkdir(parents=True, exist_ok=True)
     rundir.write_json(out / "base_config.json", base.to_dict())
     equal_data_tokens = tst_data_tokens(base)
     t0 = time.perf_counter()
     run_arms([(arm_config(base, arm, seed, equal_data_tokens), out / "runs" / f"{arm_dir_name(arm)}-seed{seed}")
               for seed in seeds for arm in arms], n_parallel, log)
-    summary = summarize(out, base, arms, seeds)
+    t_tasks = time.perf_counter()
+    # Scored with the threads the runs trained with: side by side that is one each, and more threads
+    # than free cores slow small forward passes down tenfold on a shared machine (measured).
+    threads = base.train.threads or (1 if n_parallel > 1 else 0)
+    scores = score_runs(out, [out / "runs" / f"{arm_dir_name(arm)}-seed{seed}" for seed in seeds for arm in arms],
+                        list(tasks), task_limit, log, threads)
+    summary = summarize(out, base, arms, seeds, scores)
+    summary["tasks"] = {"names": list(tasks), "limit": task_limit, "seconds": time.perf_counter() - t_tasks}
     summary["total_time_s"] = time.perf_counter() - t0
     rundir.write_json(out / "summary.json", summary)
     from .report import write_report
@@ -32,8 +41,9 @@ def run_comparison(base: Config, out: Path, arms: list[str], seeds: list[int], l
     return summary
 
 
-def summarize(out: Path, base: Config, arms: list[str], seeds: list[int]) -> dict:
-    """Per-arm/seed results and, for each non-baseline arm, the comparison with the baseline."""
+def summarize(out: Path, base: Config, arms: list[str], seeds: list[int], task_scores: dict | None = None) -> dict:
+    """Per-arm/seed results (with the task scores' headline metrics) and, for each non-baseline arm, the
+    comparison with the baseline."""
     records = {(arm, seed): read_metrics(out / "runs" / f"{arm_dir_name(arm)}-seed{seed}") for arm in arms for seed in seeds}
     per_arm = {}
     for arm in arms:
@@ -48,9 +58,12 @@ def summarize(out: Path, base: Config, arms: list[str], seeds: list[int]) -> dic
                 "wall_time": rs["wall_time"], "train_time": rs["train_time"],
                 "step_time_median": rs["step_time_median"], "steps": rs["steps"],
                 "transition_step": rs["transition_step"], "epochs": rs["epochs"], "run_dir": str(run_dir.relative_to(out)),
+                "tasks": headline((task_scores or {}).get(run_dir.name, {})),
             }
+        task_keys = sorted({k for v in seeds_out.values() for k in v["tasks"]})
         per_arm[arm] = {"seeds": seeds_out, **{k: analysis.mean_ci([v[k] for v in seeds_out.values()])
-                                             for k in ("final_val_loss", "best_val_loss", "step_time_median", "wall_time", "train_time")}}
+                                             for k in ("final_val_loss", "best_val_loss", "step_time_median", "wall_time", "train_time")},
+                        "tasks": {k: analysis.mean_ci([v["tasks"].get(k) for v in seeds_out.values()]) for k in task_keys}}
     comparisons = {}
     if "baseline" in arms:
         for arm in arms:

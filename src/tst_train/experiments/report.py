@@ -6,10 +6,10 @@ Writes ``val_loss_vs_steps.png``, ``val_loss_vs_data_tokens.png``, ``val_loss_vs
 from __future__ import annotations
 
 import base64
-import html
 import platform
 from pathlib import Path
 
+from ..config import Config
 from ..metrics import read_metrics
 
 COLORS = {"baseline": "#444444", "tst": "#d62728", "input-only": "#1f77b4", "output-only": "#2ca02c",
@@ -170,7 +170,9 @@ def write_report(out: Path, summary: dict) -> None:
              f"{s['superposition_frac']}, weighting {s['weights']}. Seeds: {summary['seeds']}. Data: "
              f"`{summary['data']}`. Machine: {machine_description()}.")
     md = ["# TST vs baseline: equal-FLOPs comparison", "", verdict(summary), "", "## Setup", "", setup, "",
-          "## Results", "", format_table(summary), "",
+          model_line(out, summary), "", "Every setting that differs from the defaults (`tst compare --help` lists "
+          "them all):", "", format_overrides(cfg), "",
+          "## Results", "", format_table(summary), "", tasks_note(summary), "",
           "Δ < 0 means the arm's validation loss is lower than the baseline's. Validation is always "
           "next-token cross-entropy on the same held-out tokens. Equal-loss speed-up = baseline steps ÷ the "
           "steps the arm needs to reach the baseline's final validation loss (interpolated between "
@@ -184,55 +186,89 @@ def write_report(out: Path, summary: dict) -> None:
 
 
 def _html(md_lines: list[str], out: Path) -> str:
-    """A minimal markdown → HTML for our own report (headings, tables, images embedded as base64)."""
-    body, table = [], []
+    """The Markdown report rendered by the ``markdown`` library (tables as real tables), plots embedded."""
+    import markdown
 
-    def flush_table():
-        if table:
-            rows = [r for r in table if not set(r.replace("|", "").strip()) <= set("-: ")]
-            cells = [[html.escape(c.strip()) for c in r.strip().strip("|").split("|")] for r in rows]
-            head = "".join(f"<th>{c}</th>" for c in cells[0])
-            rest = "".join("<tr>" + "".join(f"<td>{c}</td>" for c in r) + "</tr>" for r in cells[1:])
-            body.append(f"<table><tr>{head}</tr>{rest}</table>")
-            table.clear()
-
-    for line in md_lines:
-        if line.startswith("|"):
-            table.append(line)
-            continue
-        flush_table()
-        if line.startswith("## "):
-            body.append(f"<h2>{html.escape(line[3:])}</h2>")
-        elif line.startswith("# "):
-            body.append(f"<h1>{html.escape(line[2:])}</h1>")
-        elif line.startswith("!["):
-            fname = line[line.rindex("](") + 2:-1]
-            data = base64.b64encode((out / fname).read_bytes()).decode()
-            body.append(f'<img alt="{html.escape(fname)}" src="data:image/png;base64,{data}">')
-        elif line:
-            body.append(f"<p>{html.escape(line)}</p>")
-    flush_table()
-    style = ("body{font-family:sans-serif;max-width:60em;margin:2em auto}table{border-collapse:collapse}"
-             "td,th{border:1px solid #ccc;padding:4px 8px}img{max-width:100%}")
-    return f"<!doctype html><html><head><meta charset='utf-8'><title>TST report</title><style>{style}</style></head><body>{''.join(body)}</body></html>"
+    text = "\n".join(md_lines)
+    for fname in {line[line.rindex("](") + 2:-1] for line in md_lines if line.startswith("![")}:
+        data = base64.b64encode((out / fname).read_bytes()).decode()
+        text = text.replace(f"]({fname})", f"](data:image/png;base64,{data})")
+    body = markdown.markdown(text, extensions=["tables"], output_format="html")
+    style = ("body{font-family:sans-serif;max-width:70em;margin:2em auto}table{border-collapse:collapse}"
+             "td,th{border:1px solid #ccc;padding:4px 8px}img{max-width:100%}code{background:#f4f4f4}")
+    return (f"<!doctype html><html><head><meta charset='utf-8'><title>TST report</title><style>{style}</style>"
+            f"</head><body>{body}</body></html>")
 
 
 __all__ = ["write_report", "make_plots", "verdict"]
 
 
+TASK_COLUMNS = {"cloze_acc": "cloze acc", "cloze_target_logprob": "cloze target log-prob",
+                "wordnet_acc_norm": "wordnet acc_norm"}
+
+
 def format_table(summary: dict) -> str:
-    """The headline table, as markdown (printed at the end and put in the report)."""
+    """The headline table, as markdown (printed at the end and put in the report); task scores, when
+    the comparison scored tasks, in the last columns."""
+    task_keys = [k for k in TASK_COLUMNS if any(k in a.get("tasks", {}) for a in summary["arms"].values())]
     lines = ["| arm | final val loss (mean ± 95% CI) | Δ vs baseline (equal FLOPs) | equal-loss speed-up | "
-             "Δ vs baseline at equal data | data tokens | median step time |",
-             "|---|---|---|---|---|---|---|"]
+             "Δ vs baseline at equal data | data tokens | median step time |"
+             + "".join(f" {TASK_COLUMNS[k]} |" for k in task_keys),
+             "|---|---|---|---|---|---|---|" + "---|" * len(task_keys)]
     for arm, a in summary["arms"].items():
         c = summary["comparisons"].get(arm)
         first = next(iter(a["seeds"].values()))
         lines.append(f"| {arm} | {_fmt_ci(a['final_val_loss'])} | {_fmt_ci(c['delta_val_loss'], signed=True) if c else '—'} | "
                      f"{_fmt_speedup(c, len(a['seeds'])) if c else '—'} | "
                      f"{_fmt_ci(c['equal_data_delta_val_loss'], signed=True) if c else '—'} | "
-                     f"{first['data_tokens']:,} | {_fmt_ci(a['step_time_median'], digits=4)} s |")
+                     f"{first['data_tokens']:,} | {_fmt_ci(a['step_time_median'], digits=4)} s |"
+                     + "".join(f" {_fmt_ci(a['tasks'].get(k), digits=3)} |" for k in task_keys))
     return "\n".join(lines)
+
+
+def tasks_note(summary: dict) -> str:
+    """What the task columns are, or that no task was scored."""
+    t = summary.get("tasks") or {}
+    if not t.get("names"):
+        return "No downstream task was scored (`--tasks none`)."
+    size = "all items" if not t.get("limit") else f"the first {t['limit']} items of each"
+    return (f"Downstream tasks ({', '.join(t['names'])}; {size}; scored in {t['seconds']:.0f}s), on each run's final "
+            "model: cloze = LAMBADA-style final word of held-out bundled-corpus passages (accuracy of the greedy "
+            "word; mean log-probability of the word in nats); wordnet = a WordNet definition → its word out of 4 "
+            "(length-normalised log-likelihood; chance 0.25). See docs/evaluation.md.")
+
+
+# Settings each arm sets for itself (they appear per arm, not as overrides).
+_PER_ARM = {"data.path", "train.seed", "tst.mode", "tst.reinit_embeddings", "train.threads", "log.progress"}
+
+
+def overrides(config: dict) -> list[tuple[str, object, object]]:
+    """(key, value, default) of every config field that differs from its default."""
+    defaults = Config().to_dict()
+    return [(f"{sec}.{k}", v, defaults[sec][k]) for sec, values in config.items() for k, v in values.items()
+            if v != defaults[sec][k] and f"{sec}.{k}" not in _PER_ARM]
+
+
+def format_overrides(config: dict) -> str:
+    rows = overrides(config)
+    if not rows:
+        return "(none: every setting is the default)"
+    return "\n".join(["| setting | value | default |", "|---|---|---|"]
+                     + [f"| `--{k}` | `{v}` | `{d}` |" for k, v, d in rows])
+
+
+def model_line(out: Path, summary: dict) -> str:
+    """The resolved model shape (a preset plus any --model.* overrides), from a run's plan.json."""
+    import json
+    first = next(iter(next(iter(summary["arms"].values()))["seeds"].values()))
+    plan_file = out / first["run_dir"] / "plan.json"
+    if not plan_file.is_file():
+        return ""
+    p = json.loads(plan_file.read_text())
+    m = p["model"]
+    return (f"Model as trained: {p['params'] / 1e6:.2f}M parameters — dim {m['dim']}, {m['n_layers']} layers, "
+            f"{m['n_heads']} query / {m['n_kv_heads']} key-value heads, SwiGLU width {m['ffn_dim']}, vocabulary "
+            f"{m['vocab_size']:,}, {'tied' if m['tie_embeddings'] else 'untied'} embeddings.")
 
 
 def _fmt_ci(stat: dict, signed: bool = False, digits: int = 4) -> str:
