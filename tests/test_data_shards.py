@@ -522,3 +522,33 @@ def test_folder_walk_skips_the_output_being_written(corpus, tmp_path, docs):
     first = prepare([str(folder)], folder / "data", tokenizer=corpus["tok"])
     again = prepare([str(folder)], folder / "data", tokenizer=corpus["tok"], overwrite=True)  # data/ is not an input
     assert first["splits"] == again["splits"] and first["skipped_count"] == again["skipped_count"] == 0
+
+
+def test_hf_input_is_streamed_row_by_row(corpus, docs, tmp_path, monkeypatch):
+    """An iterable-only dataset (as `load_dataset(..., streaming=True)` returns: no len, no indexing,
+    columns unknown up front) gives the same folder as the JSONL; it is iterated once per pass."""
+    import types
+
+    passes = []
+
+    class Streaming:
+        column_names = None
+
+        def __init__(self, rows):
+            self.rows = rows
+
+        def __iter__(self):
+            passes.append(1)
+            return iter(self.rows)
+
+    rows = [{"text": d, "id": i} for i, d in enumerate(docs)]
+    monkeypatch.setitem(sys.modules, "datasets", types.SimpleNamespace(
+        load_dataset=lambda name, split, streaming: Streaming(rows) if streaming else 1 / 0))
+    meta = prepare(["hf:someone/stream"], tmp_path / "o", tokenizer=corpus["tok"], val_fraction=0.2, seed=3)
+    got, want = files_of(tmp_path / "o"), files_of(corpus["with_tok"])
+    assert got.keys() == want.keys() and all(got[k] == want[k] for k in got if k != "meta.json")
+    assert meta["splits"] == corpus["with_tok_meta"]["splits"]
+    assert len(passes) == 2  # the counting pass and the tokenizing pass (no BPE to train)
+    rows[7] = {"body": "no text field"}
+    with pytest.raises(UserError, match="row 7 has no field 'text'"):
+        prepare(["hf:someone/stream"], tmp_path / "o2", tokenizer=corpus["tok"])

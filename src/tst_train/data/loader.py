@@ -52,6 +52,10 @@ class TokenLoader:
     the row geometry may change between batches (TST's phase switch to s-times longer rows) and the
     stream continues seamlessly. When a batch would read past the end, the loader wraps: ``pos =
     0``, ``epoch += 1``, and the batch is read from the start (no partial batches).
+
+    The stream of a data folder is its split's shards end to end (`TokenStream`): the same global
+    order and state whatever the sharding. ``next_batch(..., return_doc_starts=True)`` also returns
+    where documents begin, from the folder's document index (for document-aware bagging).
     """
 
     def __init__(self, data_dir_or_array, split: str = "train", *, rank: int = 0, world_size: int = 1):

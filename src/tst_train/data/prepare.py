@@ -21,7 +21,7 @@ Stages (all deterministic for a given input, seed and tokenizer; the work lives 
 A run that is killed and rerun with the same arguments continues: the plan, finished chunks and
 finished shards are kept, and the result is byte-identical to an uninterrupted run (a file exists
 only once complete). Memory stays flat: the inputs are streamed; what grows with the corpus is the
-order and the document offsets, ~30 bytes per document, in the merge.
+order and the document offsets and lengths, ~28 bytes per document, in the merge.
 """
 from __future__ import annotations
 
@@ -135,9 +135,11 @@ def _fingerprint(args: dict, leaves) -> dict:
     h = hashlib.sha256()
     for leaf in leaves:
         h.update(json.dumps(leaf.identity()).encode() + b"\n")
-    fp = dict(args, files=len(leaves), files_sha256=h.hexdigest())
+    inputs = [os.path.abspath(i) if os.path.exists(i) else i for i in args["inputs"]]  # same files from any cwd
+    fp = dict(args, inputs=inputs, files=len(leaves), files_sha256=h.hexdigest())
     tok = args.get("tokenizer")
     if tok and not tok.startswith("tiktoken:"):
+        fp["tokenizer"] = os.path.abspath(tok)
         fp["tokenizer_sha256"] = _file_sha256(tok)
     return fp
 
@@ -255,7 +257,7 @@ def _merge(work: str, plan: dict, args: dict) -> dict:
     splits = {}
     try:
         for name, docs in (("train", order[n_val:]), ("val", order[:n_val])):
-            shards = merge_split(work, reader, name, docs.astype(np.int64), args["shard_tokens"])
+            shards = merge_split(work, reader, name, docs, args["shard_tokens"])
             splits[name] = {"tokens": sum(s["tokens"] for s in shards), "documents": len(docs),
                             "bytes": reader.bytes[name], "shards": shards}
     finally:
@@ -342,7 +344,7 @@ def prepare(inputs: list[str], out_dir, *, vocab_size: int | None = None, tokeni
             except BaseException:
                 shutil.rmtree(work, ignore_errors=True)  # nothing to resume yet
                 raise
-        else:
+        elif task is None:
             log(f"resuming the preparation in {work}")
         _report_skipped(plan)
         try:

@@ -9,8 +9,9 @@ renamed into place: a file that exists is complete, which is what resume relies 
 
 Merge: the documents are copied in the split's shuffled order into shards: a shard closes at the
 first document end at or after ``shard_tokens`` tokens, so shards hold whole documents. Reads are
-``pread`` calls of one document each (no memory maps: the resident memory stays flat). The merge
-holds the documents' offsets (8 bytes each) and the order (4 bytes each), nothing else that grows.
+``pread`` calls of one document each (no memory maps: the resident memory stays flat). What grows with
+the corpus is ~28 bytes per document: the offsets (8) and lengths (4) of all documents, the order (4),
+and one split's lengths (4) and their running sum (8) while its shard boundaries are found.
 """
 from __future__ import annotations
 
@@ -208,11 +209,12 @@ class _ChunkReader:
             self.bytes["val"] += int(table[val, 1].sum())
             self.bytes["train"] += int(table[~val, 1].sum())
         self.chunk_base = self.offsets[firsts]  # (C+1,) token offset where each chunk starts
+        self._lengths = np.diff(self.offsets).astype(np.uint32)  # (n,) tokens of each document (with eos)
         self.work, self.itemsize = work, itemsize
         self._fds: OrderedDict[int, int] = OrderedDict()
 
     def lengths(self, docs: np.ndarray) -> np.ndarray:
-        return self.offsets[docs + 1] - self.offsets[docs]
+        return self._lengths[docs]
 
     def _fd(self, c: int) -> int:
         if c in self._fds:
@@ -228,7 +230,7 @@ class _ChunkReader:
         starts = self.offsets[docs]
         chunk = np.searchsorted(self.chunk_base, starts, side="right") - 1
         local = (starts - self.chunk_base[chunk]) * self.itemsize
-        sizes = (self.offsets[docs + 1] - starts) * self.itemsize
+        sizes = self._lengths[docs].astype(np.int64) * self.itemsize
         buf = bytearray()
         for c, off, size in zip(chunk.tolist(), local.tolist(), sizes.tolist()):
             piece = os.pread(self._fd(c), size, off)
@@ -249,7 +251,7 @@ class _ChunkReader:
 def shard_bounds(lengths: np.ndarray, shard_tokens: int) -> list[int]:
     """Document indices where shards begin (and the end): a shard closes at the first document end at or
     after `shard_tokens` tokens."""
-    cum = np.cumsum(lengths)
+    cum = np.cumsum(lengths, dtype=np.int64)
     bounds, start_total = [0], 0
     while True:
         k = int(np.searchsorted(cum, start_total + shard_tokens, side="left"))
@@ -264,19 +266,19 @@ def shard_bounds(lengths: np.ndarray, shard_tokens: int) -> list[int]:
 def merge_split(work: str, reader: _ChunkReader, split: str, docs: np.ndarray, shard_tokens: int) -> list[dict]:
     """Write the shards of one split (`docs`: its documents in order); returns their index entries.
     Shards that exist already (a resumed run) are kept."""
-    lengths = reader.lengths(docs)
+    lengths = reader.lengths(docs)  # (docs,) uint32
     bounds = shard_bounds(lengths, shard_tokens)
     names = shard_names(split, len(bounds) - 1)
     entries = []
     for (a, b), (bin_name, docs_name) in zip(zip(bounds, bounds[1:]), names):
         bin_path, docs_path = os.path.join(work, bin_name), os.path.join(work, docs_name)
-        starts = np.concatenate([[0], np.cumsum(lengths[a:b - 1])]).astype(np.int64)  # (docs,)
+        starts = np.concatenate([[0], np.cumsum(lengths[a:b - 1], dtype=np.int64)])  # (docs,) int64
         if not os.path.exists(bin_path):
             save_npy(docs_path, starts)
             tmp = tmp_name(bin_path)
             with open(tmp, "wb") as f:
                 reader.copy(docs[a:b], f)
             publish(tmp, bin_path)
-        entries.append({"file": bin_name, "docs_file": docs_name, "tokens": int(lengths[a:b].sum()),
+        entries.append({"file": bin_name, "docs_file": docs_name, "tokens": int(lengths[a:b].sum(dtype=np.int64)),
                         "documents": b - a})
     return entries
