@@ -219,16 +219,17 @@ def chunks_done(work: str) -> tuple[int, int]:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="smoke test: 1 MB / 3 MB of the bundled corpus, 1 repeat")
-    ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--small-mb", type=float, default=50)
-    ap.add_argument("--big-mb", type=float, default=500)
-    ap.add_argument("--vocab-size", type=int, default=32768)
-    ap.add_argument("--work", default=os.path.join(CACHE, "bench_prepare"), help="inputs and outputs (git-ignored)")
+    ap.add_argument("--repeats", type=int, default=None, help="runs of each measurement (default 3; --quick 1)")
+    ap.add_argument("--small-mb", type=float, default=None, help="the small input (default 50; --quick 1)")
+    ap.add_argument("--big-mb", type=float, default=None, help="the big input (default 500; --quick 3)")
+    ap.add_argument("--vocab-size", type=int, default=None, help="the BPE trained on the small input (default 32768)")
+    ap.add_argument("--work", default=None, help="inputs and outputs (default .cache/bench_prepare[-quick], git-ignored)")
     ap.add_argument("--report", default=None, help="also write the markdown report here")
     args = ap.parse_args(argv)
-    if args.quick:
-        args.small_mb, args.big_mb, args.repeats, args.vocab_size = 1, 3, 1, 512
-        args.work = args.work + "-quick"
+    for name, full, quick in (("repeats", 3, 1), ("small_mb", 50, 1), ("big_mb", 500, 3), ("vocab_size", 32768, 512),
+                              ("work", os.path.join(CACHE, "bench_prepare"), os.path.join(CACHE, "bench_prepare-quick"))):
+        if getattr(args, name) is None:
+            setattr(args, name, quick if args.quick else full)
     os.makedirs(args.work, exist_ok=True)
     env = machine()
     log(f"machine: {env}")
