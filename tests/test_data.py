@@ -1,5 +1,6 @@
 """Tests for tst_train.data: `tst prepare` (inputs, tokenizer, splits, output format, errors) and the
-loaders (check_data_dir, TokenLoader stream semantics, val_batches)."""
+loaders (check_data_dir, TokenLoader stream semantics, val_batches). Sharding, resume, --task,
+pre-tokenized inputs and document starts: tests/test_data_shards.py."""
 from __future__ import annotations
 
 import gzip
@@ -21,7 +22,7 @@ from tst_train.data import (
     load_tokenizer,
     val_batches,
 )
-from tst_train.data import prepare as prepare_module
+from tst_train.data import shards as shards_module
 from tst_train.data.prepare import prepare
 from tst_train.errors import UserError
 
@@ -48,7 +49,7 @@ def write_jsonl(path, docs, field="text", opener=open):
 
 def split_docs(tok, ids: np.ndarray) -> list[str]:
     """Decode a flat stream into its documents (each is followed by eos)."""
-    ids = [int(t) for t in ids]
+    ids = np.asarray(ids).tolist()
     assert ids and ids[-1] == tok.eos_id
     out, cur = [], []
     for t in ids:
@@ -85,7 +86,7 @@ def jsonl_data(tmp_path_factory, docs):
 
 def test_prepare_jsonl_roundtrip_split_and_meta(jsonl_data, docs):
     out, meta = jsonl_data
-    assert sorted(os.listdir(out)) == ["meta.json", "tokenizer.json", "train.bin", "val.bin"]
+    assert sorted(os.listdir(out)) == SINGLE_SHARD_FILES
     assert json.load(open(out / "meta.json")) == meta
     for key in ("format_version", "vocab_size", "dtype", "eos_id", "tokenizer", "splits", "bytes_per_token",
                 "sources", "seed", "val_fraction", "created_by"):
@@ -113,19 +114,34 @@ def test_prepare_jsonl_roundtrip_split_and_meta(jsonl_data, docs):
     assert meta["sources"] == [str(out.parent / "docs.jsonl")]
 
 
-def test_prepare_folder_text_files(tmp_path, docs):
+SINGLE_SHARD_FILES = ["meta.json", "tokenizer.json", "train.bin", "train.docs.npy", "val.bin", "val.docs.npy"]
+
+
+def test_prepare_folder_text_files(tmp_path, docs, capsys):
     folder = tmp_path / "corpus"
     (folder / "sub").mkdir(parents=True)
     for i, d in enumerate(docs[:10]):
         ext = ".md" if i % 3 == 0 else ".txt"
         (folder / ("sub" if i % 2 else "") / f"d{i:02d}{ext}").write_text(d, encoding="utf-8")
-    (folder / "ignored.bin").write_bytes(b"\x00\x01")
+    (folder / "ignored.bin").write_bytes(b"\x00\x01")  # a token file: read only with --tokenizer
+    (folder / "picture.png").write_bytes(b"\x89PNG\r\n")
+    (folder / "latin1.txt").write_bytes("caf\xe9".encode("latin-1"))
+    (folder / "nul.md").write_bytes(b"text\x00more")
+    (folder / ".hidden.txt").write_text("secret", encoding="utf-8")
     (folder / "empty.txt").write_text("  \n", encoding="utf-8")  # empty documents are skipped
     single = tmp_path / "one.txt"
     single.write_text(docs[10], encoding="utf-8")
     out = tmp_path / "data"
     meta = prepare([str(folder), str(single)], out, vocab_size=280, val_fraction=0.1)
     assert meta["splits"]["train"]["documents"] + meta["splits"]["val"]["documents"] == 11
+    # the folder walk names every file it did not read, and why
+    why = {os.path.basename(p): reason for p, reason in meta["skipped_files"]}
+    assert meta["skipped_count"] == 5 and set(why) == {".hidden.txt", "ignored.bin", "latin1.txt", "nul.md", "picture.png"}
+    assert "--tokenizer" in why["ignored.bin"] and "(.png)" in why["picture.png"] and "hidden" in why[".hidden.txt"]
+    assert why["latin1.txt"] == "not UTF-8 text (byte 0xe9 at offset 3)"
+    assert why["nul.md"] == "binary (a NUL byte at offset 4)"
+    err = capsys.readouterr().err
+    assert "skipped 5 file(s)" in err and "latin1.txt: not UTF-8 text" in err
     assert meta["splits"]["val"]["documents"] == 1
     tok = load_tokenizer(out)
     got = split_docs(tok, load_split(out, "train")) + split_docs(tok, load_split(out, "val"))
@@ -149,8 +165,8 @@ def test_jsonl_gz_xz_parquet_and_fake_hf_give_identical_output(tmp_path, docs, j
 
     calls = []
 
-    def load_dataset(name, split):
-        calls.append((name, split))
+    def load_dataset(name, split, streaming=False):
+        calls.append((name, split, streaming))
         return FakeDataset({"text": d, "n": i} for i, d in enumerate(docs))
 
     monkeypatch.setitem(sys.modules, "datasets", types.SimpleNamespace(load_dataset=load_dataset))
@@ -162,7 +178,7 @@ def test_jsonl_gz_xz_parquet_and_fake_hf_give_identical_output(tmp_path, docs, j
         assert meta["sources"] == [src]
         for fn in ("train.bin", "val.bin", "tokenizer.json"):
             assert got[fn] == ref[fn], (name, fn)
-    assert calls == [("someone/tiny", "validation")]
+    assert set(calls) == {("someone/tiny", "validation", True)}  # streamed, never downloaded whole
 
 
 def test_text_field_and_max_docs(tmp_path, docs):
@@ -179,7 +195,7 @@ def test_hf_adapter_errors(tmp_path, monkeypatch):
     with pytest.raises(UserError, match="pip install datasets"):
         prepare(["hf:x/y"], tmp_path / "o", vocab_size=300)
 
-    def unreachable(name, split):
+    def unreachable(name, split, streaming=False):
         raise ConnectionError("Couldn't reach 'x/y' on the Hub")
 
     monkeypatch.setitem(sys.modules, "datasets", types.SimpleNamespace(load_dataset=unreachable))
@@ -227,7 +243,7 @@ def test_uint32_for_large_vocab_and_external_tokenizer_file(tmp_path):
     meta = prepare([src], tmp_path / "big", tokenizer=tfile, val_fraction=0.25)
     assert meta["dtype"] == "uint32" and meta["vocab_size"] == 70000 and meta["eos_id"] == 69999
     assert meta["tokenizer"]["type"] == "hf"
-    train = load_split(tmp_path / "big", "train")
+    train = np.asarray(load_split(tmp_path / "big", "train"))
     assert train.dtype == np.uint32 and int(train.max()) == 69999 and int(train.min()) >= 69994
     assert os.path.getsize(tmp_path / "big" / "train.bin") == 4 * meta["splits"]["train"]["tokens"]
     tok = load_tokenizer(tmp_path / "big")
@@ -285,17 +301,23 @@ def test_bad_inputs_raise_user_error_and_leave_nothing(tmp_path, docs):
     (tmp_path / "blank.jsonl").write_text('{"text": ""}\n{"text": "  "}\n\n')
     (tmp_path / "broken.jsonl").write_text('{"text": "ok"}\n{not json\n')
     (tmp_path / "one.txt").write_text("just one document")
-    (tmp_path / "x.csv").write_text("a,b\n")
+    (tmp_path / "x.csv").write_text("a,b\n")  # any extension named explicitly is text: one document
+    (tmp_path / "x.png").write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00")
+    (tmp_path / "x.latin1").write_bytes(b"na\xefve")
+    (tmp_path / "x.bin").write_bytes(b"\x00\x01")
     (tmp_path / "corrupt.jsonl.xz").write_bytes(b"not xz at all")
     (tmp_path / "corrupt.parquet").write_bytes(b"PAR1 nope")
     cases = [
         (dict(inputs=[str(tmp_path / "missing.txt")]), "does not exist"),
         (dict(inputs=[]), "no input"),
-        (dict(inputs=[str(tmp_path / "empty")]), "no text, JSONL or parquet files"),
+        (dict(inputs=[str(tmp_path / "empty")]), "has no text, JSONL, parquet or token files"),
         (dict(inputs=[str(tmp_path / "blank.jsonl")]), "no \\(non-empty\\) documents"),
         (dict(inputs=[str(tmp_path / "broken.jsonl")]), "line 2 is not valid JSON"),
         (dict(inputs=[str(tmp_path / "one.txt")]), "need at least 2"),
-        (dict(inputs=[str(tmp_path / "x.csv")]), "unknown extension"),
+        (dict(inputs=[str(tmp_path / "x.csv")]), "need at least 2"),
+        (dict(inputs=[str(tmp_path / "x.png"), good]), "x.png is binary \\(a NUL byte at offset 8\\)"),
+        (dict(inputs=[good, str(tmp_path / "x.latin1")]), "not UTF-8 text \\(byte 0xef at offset 2\\).*iconv"),
+        (dict(inputs=[str(tmp_path / "x.bin")]), "token file .*pass --tokenizer"),
         (dict(inputs=[str(tmp_path / "corrupt.jsonl.xz")]), "corrupt"),
         (dict(inputs=[str(tmp_path / "corrupt.parquet")]), "cannot read parquet"),
         (dict(inputs=[good], vocab_size=100), "too small"),
@@ -312,7 +334,7 @@ def test_bad_inputs_raise_user_error_and_leave_nothing(tmp_path, docs):
         assert sorted(os.listdir(tmp_path)) == before, (inputs, kw)
 
 
-def test_existing_out_dir_and_overwrite_and_failure_midway(tmp_path, docs, monkeypatch):
+def test_existing_out_dir_and_overwrite_and_failure_midway(tmp_path, docs, monkeypatch, capsys):
     src = write_jsonl(tmp_path / "d.jsonl", docs[:8])
     out = tmp_path / "data"
     out.mkdir()
@@ -324,15 +346,17 @@ def test_existing_out_dir_and_overwrite_and_failure_midway(tmp_path, docs, monke
     def boom(*a, **k):
         raise RuntimeError("disk full")
 
-    monkeypatch.setattr(prepare_module, "_encode_split", boom)
+    monkeypatch.setattr(shards_module, "encode_chunk", boom)
     with pytest.raises(RuntimeError):
         prepare([src], out, vocab_size=300, overwrite=True)
     assert os.listdir(out) == ["keep.txt"]  # untouched
-    assert sorted(os.listdir(tmp_path)) == ["d.jsonl", "data"]  # no temp folders left
+    # the plan is kept for the rerun, and the user is told so
+    assert sorted(os.listdir(tmp_path)) == ["d.jsonl", "data", "data.partial"]
+    assert "rerun the same command to continue" in capsys.readouterr().err
     monkeypatch.undo()
     prepare([src], out, vocab_size=300, overwrite=True)
-    assert sorted(os.listdir(out)) == ["meta.json", "tokenizer.json", "train.bin", "val.bin"]
-    assert sorted(os.listdir(tmp_path)) == ["d.jsonl", "data"]
+    assert sorted(os.listdir(out)) == SINGLE_SHARD_FILES
+    assert sorted(os.listdir(tmp_path)) == ["d.jsonl", "data"]  # no temporary folders left
     empty = tmp_path / "empty_out"
     empty.mkdir()
     prepare([src], empty, vocab_size=300)  # an existing EMPTY folder is fine

