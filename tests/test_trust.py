@@ -325,3 +325,32 @@ def test_checkpoints_of_earlier_versions_still_resume(tiny_data, tmp_path, capsy
     assert code == 0 and "earlier version without checksums" in out, err
     loss = lambda d: [json.loads(x)["loss"] for x in (d / "metrics.jsonl").read_text().splitlines() if '"loss"' in x]
     assert loss(run) == loss(ref)
+
+
+def test_prepare_and_data_refusals(tiny_data, tmp_path, capsys):
+    from tst_train.cli.prepare import prepare_command
+    with pytest.raises(Exception) as e:
+        prepare_command(["--input", "bundled", "--out", str(tmp_path / "d"), "--vocab-size", "2000000000"])
+    assert "too large" in str(e.value) and not (tmp_path / "d").exists()
+    bad = tmp_path / "badmeta"
+    shutil.copytree(tiny_data, bad)
+    meta = json.loads((bad / "meta.json").read_text())
+    meta["bytes_per_token"] = "three"
+    (bad / "meta.json").write_text(json.dumps(meta))
+    code, _, err = cli(capsys, "train", "--data", bad, "--out", tmp_path / "r", *TINY)
+    assert code == 2 and "bytes_per_token" in err and one_line(err) and not (tmp_path / "r").exists()
+
+
+def test_an_interrupted_overwrite_is_finished_by_the_rerun(tmp_path):
+    from tst_train.data.prepare import _finish
+    out = tmp_path / "data"
+    out.mkdir()
+    (out / "old.txt").write_text("the previous preparation")
+    stale = tmp_path / ".data.old-killed"
+    (stale / "d").mkdir(parents=True)  # a replacement killed before it removed the old folder
+    work = tmp_path / "data.partial"
+    work.mkdir()
+    (work / "meta.json").write_text("{}")
+    _finish(str(work), str(out))
+    assert (out / "meta.json").is_file() and not (out / "old.txt").exists()
+    assert not stale.exists() and not work.exists()

@@ -83,6 +83,9 @@ def check_data_dir(data_dir) -> dict:
         raise UserError(f"{data_dir}/meta.json has dtype {meta.get('dtype')!r}, expected uint16 or uint32: {redo}")
     if not isinstance(meta.get("eos_id"), int):
         raise UserError(f"{data_dir}/meta.json has no eos_id: {redo}")
+    bpt = meta.get("bytes_per_token")
+    if bpt is not None and (isinstance(bpt, bool) or not isinstance(bpt, (int, float)) or not bpt >= 0):
+        raise UserError(f"{data_dir}/meta.json has bytes_per_token {bpt!r}, expected a number >= 0: {redo}")
     version = meta.get("format_version", 1)
     if not isinstance(version, int) or version > FORMAT_VERSION:
         raise UserError(f"{data_dir} has data format {version!r}; this version of the package reads up to "

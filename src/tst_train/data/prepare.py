@@ -26,6 +26,7 @@ order and the document offsets and lengths, ~28 bytes per document, in the merge
 from __future__ import annotations
 
 import contextlib
+import glob
 import hashlib
 import json
 import os
@@ -80,6 +81,9 @@ def parse_task(task) -> tuple[int, int] | None:
     return i, n
 
 
+MAX_VOCAB_SIZE = 2 ** 21  # 2,097,152: token ids stay far inside uint32, and BPE training stays sane
+
+
 def _check_args(vocab_size, tokenizer, val_fraction, workers, max_docs, shard_tokens) -> None:
     if vocab_size is not None and tokenizer is not None:
         raise UserError("pass either --vocab-size (train a BPE) or --tokenizer (use an existing one), not both")
@@ -87,8 +91,9 @@ def _check_args(vocab_size, tokenizer, val_fraction, workers, max_docs, shard_to
         if not isinstance(vocab_size, int) or vocab_size < MIN_VOCAB_SIZE:
             raise UserError(f"--vocab-size {vocab_size} is too small: a byte-level BPE needs at least "
                             f"{MIN_VOCAB_SIZE} (256 bytes + {EOT}); try 8192")
-        if vocab_size > 2**31 - 1:
-            raise UserError(f"--vocab-size {vocab_size} is too large")
+        if vocab_size > MAX_VOCAB_SIZE:
+            raise UserError(f"--vocab-size {vocab_size:,} is too large: at most {MAX_VOCAB_SIZE:,} (about 8× the largest "
+                            "released tokenizers); typical values are 8192–131072")
     if not (0.0 <= float(val_fraction) < 1.0):
         raise UserError(f"--val-fraction {val_fraction} must be in [0, 1) (e.g. 0.02); at least one "
                         "document is always held out")
@@ -274,6 +279,8 @@ def _finish(work: str, out_dir: str) -> None:
     with contextlib.suppress(FileNotFoundError):
         os.remove(os.path.join(work, ORDER_FILE))
     parent = os.path.dirname(out_dir)
+    for stale in glob.glob(os.path.join(parent, f".{os.path.basename(out_dir)}.old-*")):
+        shutil.rmtree(stale, ignore_errors=True)  # an earlier replacement killed before it cleaned up
     old = None
     if os.path.exists(out_dir):
         old = tempfile.mkdtemp(prefix=f".{os.path.basename(out_dir)}.old-", dir=parent)
