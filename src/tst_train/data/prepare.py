@@ -393,3 +393,12 @@ def _after_plan(work: str, out_dir: str, plan: dict, args: dict, leaves, opts: R
         f"vocab {meta['vocab_size']:,}, {meta['bytes_per_token']:.3f} bytes/token (plan {t1 - t0:.1f}s, "
         f"tokenize+merge {t2 - t1:.1f}s)")
     return meta
+
+
+def split_documents(docs: list[str], val_fraction: float, seed: int) -> tuple[list[str], list[str]]:
+    """(train, val) of an in-memory document list, exactly as ``tst prepare`` splits its inputs (the
+    plan's shuffled order; the first documents are validation) — for tools that need the held-out
+    documents themselves, e.g. ``scripts/build_tasks.py``."""
+    from .plan import split_order
+    order, n_val = split_order(len(docs), val_fraction, seed)
+    return [docs[i] for i in order[n_val:]], [docs[i] for i in order[:n_val]]
