@@ -32,7 +32,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench_loss (which puts src/ on the path)
 
-from bench_loss import GIB, MIB, fmt_mem, loop_mce, make_targets, verdict  # noqa: E402
+from bench_loss import GIB, fmt_mem, loop_mce, make_targets, verdict  # noqa: E402
 
 from tst import fused_linear_multi_hot_cross_entropy, multi_hot_cross_entropy  # noqa: E402
 

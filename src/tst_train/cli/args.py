@@ -88,6 +88,8 @@ def parse_dotted(extra: list[str]) -> list[tuple[str, str]]:
 
 def _bare_flag(key: str) -> str:
     """A flag given without a value: ``true`` for a true/false field, otherwise a user error."""
+    from ..config import Config  # lazy: `tst --help` must not import torch
+
     try:
         is_bool = isinstance(Config().get(key), bool)
     except (AttributeError, ValueError):
