@@ -208,7 +208,7 @@ def demo_command(argv: list[str]) -> int:
     from ..experiments.study import study_report
     study = study_report(out / "report", log=lambda *a: None)
     print("\nverdict:")
-    for line in write_demo_report(out / "report", study, time.perf_counter() - t0):
+    for line in write_demo_report(out / "report", study, time.perf_counter() - t0, base):
         print(f"  {line}")
     print(f"\nreport: {out / 'report' / 'demo.md'} (tables and plots: study.md)")
     return 0 if result else 1
