@@ -225,4 +225,4 @@ def test_demo_runs_its_shapes_and_states_what_it_measured(tiny_data, tmp_path, c
     assert "width at depth 2" in demo and "d = 64: Δ" in demo and "d = 256: Δ" in demo
     assert "frontier at" in demo and ("best baseline shape wins" in demo or "TST's best shape wins" in demo)
     assert "verdict:" in printed and "demo.md" in printed
-    assert "8 steps × 2 rows" in demo  # the report describes what ran, the user's flags included
+    assert "8 steps × 2 rows" in demo and "against every baseline at no more FLOPs" in demo  # the report describes what ran, the user's flags included

@@ -72,3 +72,20 @@ def test_welch_matches_hand_computation():
     df = (va + vb) ** 2 / (va ** 2 / 3 + vb ** 2 / 2)
     assert w["mean"] == pytest.approx(2.5 - 8 / 3) and w["df"] == pytest.approx(df)
     assert w["ci95"][1] - w["mean"] == pytest.approx(analysis.t_quantile(int(df)) * math.sqrt(va + vb))
+
+
+def test_tst_is_held_against_the_best_baseline_at_no_more_flops():
+    # TST at d512 beats its own (over-wide) baseline, but a cheaper d128 baseline is better still
+    runs = []
+    for seed, e in enumerate((0.0, 0.02, -0.02)):
+        runs += [run(128, 2, "baseline", seed, 4.59 + e, fpp=5.5e6), run(128, 2, "s4-r0.25-uniform", seed, 4.85 + e, fpp=5.5e6),
+                 run(512, 2, "baseline", seed, 4.86 + e, fpp=48e6), run(512, 2, "s4-r0.25-uniform", seed, 4.75 + e, fpp=48e6),
+                 run(1024, 2, "baseline", seed, 4.70 + e, fpp=150e6)]  # no TST here: a baseline only
+    rows = study.group_deltas(runs)
+    by = {(a["dim"]): a for a in study.against_frontier(rows)}
+    assert set(by) == {128, 512}  # the d1024 group has no TST arm
+    assert (by[512]["best_baseline"]["dim"], by[512]["delta"]["mean"]) == (128, pytest.approx(4.75 - 4.59))
+    assert by[128]["best_baseline"]["dim"] == 128  # nothing cheaper: its own baseline
+    assert by[128]["delta"]["mean"] == pytest.approx(4.85 - 4.59)
+    assert "TST against the baseline frontier" in study.format_study(
+        {"groups": rows, "width_trends": [], "frontier": [], "against_frontier": study.against_frontier(rows)}, [])

@@ -63,6 +63,12 @@ def verdict(result: dict) -> list[str]:
         lines.append(f"frontier at {f['flops_range'][0]:.2g}–{f['flops_range'][1]:.2g} FLOPs: best baseline "
                      f"d{b['dim']}/L{b['n_layers']} {b['loss']['mean']:.3f} vs best TST d{t['dim']}/L{t['n_layers']} "
                      f"{t['loss']['mean']:.3f}: Δ {_d(d)} — at this budget {who}{sure}")
+    closest = min(result.get("against_frontier", []), key=lambda a: a["delta"]["mean"], default=None)
+    if closest:
+        b = closest["best_baseline"]
+        lines.append(f"TST's best showing against every baseline at no more FLOPs: d{closest['dim']}/L{closest['n_layers']} "
+                     f"TST {closest['loss']['mean']:.3f} vs baseline d{b['dim']}/L{b['n_layers']} {b['loss']['mean']:.3f}: "
+                     f"Δ {_d(closest['delta'])}")
     return lines
 
 

@@ -9,7 +9,10 @@ shape, learning rate and step count, and reports
   width where it crosses zero, with a bootstrap interval (seeds resampled within each width);
 * **the compute frontier**: runs are binned by total training FLOPs (a bin spans at most a factor
   ``FRONTIER_SPAN``); in each bin with at least two shapes, the best baseline shape against the best TST
-  shape — the comparison a user who picks the best shape for their budget cares about.
+  shape — the comparison a user who picks the best shape for their budget cares about;
+* **against the baseline frontier**: each TST group against the best baseline group that cost the same
+  or fewer total FLOPs — the stricter form of the same question (a TST win over an over-wide baseline
+  that a cheaper baseline shape beats is no win).
 
 Pure reading and arithmetic; no training. ``tst sweep --report-only --out DIR`` calls it alone.
 """
@@ -182,6 +185,20 @@ def frontier(rows: list[dict], span: float = FRONTIER_SPAN) -> list[dict]:
     return out
 
 
+def against_frontier(rows: list[dict]) -> list[dict]:
+    """Each TST group against the best baseline (lowest mean loss) among groups of at most its total FLOPs."""
+    out = []
+    for r in sorted(rows, key=lambda r: (r["flops"], r["dim"], r["n_layers"], r["lr"], r["arm"])):
+        cheaper = [b for b in rows if b["flops"] <= r["flops"] * (1 + 1e-9) and b["baseline"]["mean"] is not None]
+        if r["tst"]["mean"] is None or not cheaper:
+            continue
+        base = min(cheaper, key=lambda b: b["baseline"]["mean"])
+        out.append({**_shape(r), "arm": r["arm"], "flops": r["flops"], "loss": r["tst"],
+                    "best_baseline": _shape(base) | {"flops": base["flops"], "loss": base["baseline"]},
+                    "delta": welch(r["tst_per_seed"], base["baseline_per_seed"])})
+    return out
+
+
 def _shape(row: dict) -> dict:
     return {"dim": row["dim"], "n_layers": row["n_layers"], "lr": row["lr"], "steps": row["steps"]}
 
@@ -208,7 +225,8 @@ def study_report(out: Path, log=print) -> dict | None:
     rows = group_deltas(scan(out / "runs"))
     if not rows:
         return None
-    result = {"groups": rows, "width_trends": width_trends(rows), "frontier": frontier(rows)}
+    result = {"groups": rows, "width_trends": width_trends(rows), "frontier": frontier(rows),
+              "against_frontier": against_frontier(rows)}
     rundir.write_json(out / "study.json", result)
     plots = [p for p in (plot_width(out, result), plot_frontier(out, rows)) if p]
     (out / "study.md").write_text(format_study(result, plots))
@@ -243,6 +261,18 @@ def format_study(result: dict, plots: list[str]) -> str:
             md.append(f"| {f['flops_range'][0]:.2e}–{f['flops_range'][1]:.2e} | {shapes} | d{b['dim']}/L{b['n_layers']} "
                       f"lr {b['lr']:g}, {b['steps']} steps | {_ci(b['loss'], signed=False)} | d{t['dim']}/L{t['n_layers']} "
                       f"lr {t['lr']:g}, {t['steps']} steps, {t['arm']} | {_ci(t['loss'], signed=False)} | {_ci(f['delta'])} |")
+        md.append("")
+    if result.get("against_frontier"):
+        md += ["## TST against the baseline frontier", "",
+               "Each TST group against the best baseline group that cost the same or fewer total FLOPs (any shape, "
+               "lr or step count tried); Welch interval. Δ < 0 means this TST run beats every baseline the study "
+               "tried at its budget.", "",
+               "| TST group | FLOPs | loss | best baseline at ≤ its FLOPs | FLOPs | loss | Δ |", "|---|---|---|---|---|---|---|"]
+        for a in result["against_frontier"]:
+            b = a["best_baseline"]
+            md.append(f"| d{a['dim']}/L{a['n_layers']} lr {a['lr']:g}, {a['steps']} steps, {a['arm']} | {a['flops']:.2e} | "
+                      f"{_ci(a['loss'], signed=False)} | d{b['dim']}/L{b['n_layers']} lr {b['lr']:g}, {b['steps']} steps | "
+                      f"{b['flops']:.2e} | {_ci(b['loss'], signed=False)} | {_ci(a['delta'])} |")
         md.append("")
     if result["width_trends"]:
         md += ["## Δ against width", "", "| depth | lr | steps | TST cell | widths | Δ per width | trend per doubling | "
