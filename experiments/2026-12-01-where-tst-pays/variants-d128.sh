@@ -2,7 +2,7 @@
 # The paper's open variants at d = 128 / 2 layers (the best baseline shape at this budget), same settings
 # and seeds as the width study; the plain baseline/TST runs are copies of the study's (reused, not retrained).
 set -euo pipefail
-OUT=${1:?usage: variants128.sh OUT_ROOT [TST_BIN]}
+OUT=${1:?usage: variants-d128.sh OUT_ROOT [TST_BIN]}
 TST=${2:-tst}
 DATA=$OUT/data
 "$TST" sweep --data "$DATA" --out "$OUT/variants128" --preset tiny --steps 3000 --batch-size 8 --seq-len 64 \
