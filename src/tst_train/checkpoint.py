@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import hashlib
 import io
 import json
 import logging
@@ -36,6 +35,7 @@ from torch.distributed.checkpoint.state_dict import get_model_state_dict, get_st
 
 from . import distributed
 from .errors import UserError, io_errors
+from .hashing import sha256_file
 
 STATE_FILE = "trainer_state.json"
 LEGACY_STATE_FILE = "trainer_state.pt"  # written by earlier versions; read with weights_only=True
@@ -134,16 +134,8 @@ def clean_partial(ckpt_root: Path) -> None:
 
 
 # ------------------------------------------------------------------------------------ manifests
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def _hash_files(directory: Path, names) -> dict:
-    return {n: {"bytes": (directory / n).stat().st_size, "sha256": _sha256(directory / n)} for n in sorted(names)}
+    return {n: {"bytes": (directory / n).stat().st_size, "sha256": sha256_file(directory / n)} for n in sorted(names)}
 
 
 def _own_files(directory: Path, rank: int) -> list[str]:
@@ -172,7 +164,7 @@ def verify(path: Path) -> None:
         f = path / name
         if not f.is_file():
             raise UserError(f"checkpoint {path} is damaged: {name} is missing")
-        if f.stat().st_size != want.get("bytes") or _sha256(f) != want.get("sha256"):
+        if f.stat().st_size != want.get("bytes") or sha256_file(f) != want.get("sha256"):
             raise UserError(f"checkpoint {path} is damaged: {name} does not match its checksum")
 
 

@@ -51,6 +51,7 @@ from tst_train.data.tokenizer import (
     tokenizer_from,
 )
 from tst_train.errors import UserError
+from tst_train.hashing import sha256_file
 
 __all__ = ["prepare", "DEFAULT_SHARD_TOKENS", "DEFAULT_VOCAB_SIZE", "Tokenizer", "load_tokenizer"]
 
@@ -124,16 +125,6 @@ def _created_by() -> str:
     return f"tst prepare (token-superposition {v})"
 
 
-def _file_sha256(path: str) -> str | None:
-    if not os.path.isfile(path):
-        return None
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def _fingerprint(args: dict, leaves) -> dict:
     """What a resumed run must share with the run that started: the arguments that change the output
     and the identity (path, size, mtime) of every input file."""
@@ -145,7 +136,7 @@ def _fingerprint(args: dict, leaves) -> dict:
     tok = args.get("tokenizer")
     if tok and not tok.startswith("tiktoken:"):
         fp["tokenizer"] = os.path.abspath(tok)
-        fp["tokenizer_sha256"] = _file_sha256(tok)
+        fp["tokenizer_sha256"] = sha256_file(tok) if os.path.isfile(tok) else None
     return fp
 
 

@@ -16,11 +16,21 @@ COLORS = {"baseline": "#444444", "tst": "#d62728", "input-only": "#1f77b4", "out
           "tst-reinit": "#9467bd", "baseline-equal-data": "#8c8c8c"}
 
 
-def _plt():
+def pyplot():
+    """matplotlib's pyplot on the file-only Agg backend (imported on first use: reports without plots
+    need no matplotlib)."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     return plt
+
+
+def save_figure(fig, out: Path, name: str, dpi: int = 110) -> str:
+    """Lay out, write ``out/name`` and free the figure; returns ``name`` (for the report's image link)."""
+    fig.tight_layout()
+    fig.savefig(out / name, dpi=dpi)
+    pyplot().close(fig)
+    return name
 
 
 def _runs(out: Path, summary: dict) -> dict[str, list[list[dict]]]:
@@ -28,7 +38,7 @@ def _runs(out: Path, summary: dict) -> dict[str, list[list[dict]]]:
 
 
 def _plot_eval(out: Path, runs: dict, summary: dict, x: str, xlabel: str, fname: str) -> str:
-    plt = _plt()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(7, 4.2))
     every = []
     for arm, seed_runs in runs.items():
@@ -46,10 +56,7 @@ def _plot_eval(out: Path, runs: dict, summary: dict, x: str, xlabel: str, fname:
         _mark_transition(ax, summary)
     ax.grid(alpha=0.3)
     ax.legend()
-    fig.tight_layout()
-    fig.savefig(out / fname, dpi=110)
-    plt.close(fig)
-    return fname
+    return save_figure(fig, out, fname)
 
 
 def _zoom(ax, pts: list[tuple[float, float]]) -> None:
@@ -72,7 +79,7 @@ def _mark_transition(ax, summary: dict) -> None:
 
 
 def _plot_train_loss(out: Path, runs: dict, summary: dict) -> str:
-    plt = _plt()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(7, 4.2))
     for arm, seed_runs in runs.items():
         recs = [r for r in seed_runs[0] if "loss" in r and r.get("loss") is not None]
@@ -89,10 +96,7 @@ def _plot_train_loss(out: Path, runs: dict, summary: dict) -> str:
                  fontsize=8)
     ax.grid(alpha=0.3)
     ax.legend()
-    fig.tight_layout()
-    fig.savefig(out / "train_loss.png", dpi=110)
-    plt.close(fig)
-    return "train_loss.png"
+    return save_figure(fig, out, "train_loss.png")
 
 
 def _ema(ys: list[float], beta: float) -> list[float]:

@@ -28,6 +28,7 @@ from pathlib import Path
 from .. import rundir
 from ..metrics import read_metrics
 from . import analysis
+from .report import pyplot, save_figure
 
 FRONTIER_SPAN = 1.3  # runs whose total FLOPs differ by less than this factor share a budget bin
 BOOTSTRAP = 2000
@@ -299,18 +300,11 @@ def format_study(result: dict, plots: list[str]) -> str:
     return "\n".join(md) + "\n"
 
 
-def _plt():
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    return plt
-
-
 def plot_width(out: Path, result: dict) -> str | None:
     trends = result["width_trends"]
     if not trends:
         return None
-    plt = _plt()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
     for t in trends:
         xs = t["widths"]
@@ -330,16 +324,13 @@ def plot_width(out: Path, result: dict) -> str | None:
     ax.set_ylabel("Δ final val loss, TST − baseline (nats)")
     ax.set_title("TST vs the equal-FLOPs baseline against width (95% CI; dashed: fitted trend)", fontsize=9)
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(out / "delta_vs_width.png", dpi=120)
-    plt.close(fig)
-    return "delta_vs_width.png"
+    return save_figure(fig, out, "delta_vs_width.png", dpi=120)
 
 
 def plot_frontier(out: Path, rows: list[dict]) -> str | None:
     if len({(r["dim"], r["n_layers"]) for r in rows}) < 2:
         return None
-    plt = _plt()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
     for which, marker, color in (("baseline", "o", "tab:blue"), ("tst", "s", "tab:red")):
         pts = sorted({(r["flops"], r[which]["mean"], r["dim"], r["n_layers"]) for r in rows if r[which]["mean"]})
@@ -357,7 +348,4 @@ def plot_frontier(out: Path, rows: list[dict]) -> str | None:
     ax.set_ylabel("final validation loss (mean over seeds)")
     ax.set_title("Compute frontier: every shape (width/depth), baseline vs TST; steps = best so far", fontsize=9)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(out / "frontier.png", dpi=120)
-    plt.close(fig)
-    return "frontier.png"
+    return save_figure(fig, out, "frontier.png", dpi=120)
