@@ -205,10 +205,11 @@ def demo_command(argv: list[str]) -> int:
     # arms' step times are measured under the same load.
     result = run_sweep(base, out / "report", [base.tst.bag_size], [base.tst.superposition_frac], ["uniform"],
                        _seeds(args, base), n_parallel=2, shapes=DEMO_SHAPES, lrs=[base.train.lr])
-    from ..experiments.study import study_report
-    study = study_report(out / "report", log=lambda *a: None)
+    study = result.get("study")  # the sweep's study report over its shapes (None: no run finished)
+    if not study:
+        raise UserError(f"`tst demo`: no run finished, so there is nothing to report (see {out / 'report' / 'runs'})")
     print("\nverdict:")
     for line in write_demo_report(out / "report", study, time.perf_counter() - t0, base):
         print(f"  {line}")
     print(f"\nreport: {out / 'report' / 'demo.md'} (tables and plots: study.md)")
-    return 0 if result else 1
+    return 0

@@ -138,7 +138,8 @@ def run_sweep(base: Config, out: Path, bags: list[int], fracs: list[float], weig
     (out / "sweep.md").write_text("\n".join(md) + "\n")
     if len({(g.dim, g.n_layers) for g in groups}) > 1 or len({g.lr for g in groups}) > 1 or variants:
         from .study import study_report
-        study_report(out, log)  # over the whole pool of runs, including earlier invocations'
+        # over the whole pool of runs, including earlier invocations'; returned (not in sweep.json)
+        result["study"] = study_report(out, log)
     return result
 
 
@@ -187,10 +188,10 @@ def format_sweep_table(result: dict) -> str:
 
 
 def plot_heatmaps(out: Path, result: dict, bags, fracs, weightings) -> list[tuple[str, str]]:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     import numpy as np
+
+    from .report import pyplot, save_figure
+    plt = pyplot()
     files = []
     for w in weightings:
         grid = np.full((len(fracs), len(bags)), np.nan)
@@ -210,9 +211,5 @@ def plot_heatmaps(out: Path, result: dict, bags, fracs, weightings) -> list[tupl
         ax.set_ylabel("superposition fraction r")
         ax.set_title(f"Δ final val loss vs baseline ({w})", fontsize=9)
         fig.colorbar(im, ax=ax)
-        fig.tight_layout()
-        fname = f"heatmap_{w}.png"
-        fig.savefig(out / fname, dpi=110)
-        plt.close(fig)
-        files.append((w, fname))
+        files.append((w, save_figure(fig, out, f"heatmap_{w}.png")))
     return files
