@@ -5,17 +5,20 @@
 # once; rerunning this script skips finished runs and resumes interrupted ones from their checkpoints.
 # Stages are in priority order; `tst sweep --report-only --out $OUT/study` reports whatever has finished.
 #
-# Usage: bash experiments/2026-12-01-where-tst-pays/run.sh OUT_ROOT [TST_BIN]
+# Usage: bash experiments/2026-12-01-where-tst-pays/run.sh OUT_ROOT [TST_BIN] [SEEDS]
 #   TST_BIN: the `tst` of a frozen install (a clone at a fixed commit with its own venv; see README).
+#   SEEDS (default 3): `run.sh OUT tst 1` first trains seed 0 of every stage — the whole picture at one seed
+#   in a third of the time — and a later `run.sh OUT tst 3` adds seeds 1 and 2 to the same cells.
 set -euo pipefail
-OUT=${1:?usage: run.sh OUT_ROOT [TST_BIN]}
+OUT=${1:?usage: run.sh OUT_ROOT [TST_BIN] [SEEDS]}
 TST=${2:-tst}
+SEEDS=${3:-3}
 DATA=$OUT/data
 [ -f "$DATA/meta.json" ] || "$TST" prepare --input bundled --out "$DATA" --vocab-size 4096
 # The demo's budget: 3000 steps x 8 rows x 64 positions, s = 4, r = 0.25, uniform weights, lr 1e-3,
 # warmup 20, decay over the last 20 %; one thread per run, two runs side by side.
 COMMON=(--data "$DATA" --out "$OUT/study" --preset tiny --steps 3000 --batch-size 8 --seq-len 64
-        --weightings uniform --seeds 3 --jobs 2 --eval-every 250 --train.warmup_steps=20 --train.decay_frac=0.2
+        --weightings uniform --seeds "$SEEDS" --jobs 2 --eval-every 250 --train.warmup_steps=20 --train.decay_frac=0.2
         --eval.tokens=32768 --log.tensorboard=false --checkpoint.every=500 --checkpoint.keep=1)
 stage() { echo "=== $(date -u +%FT%TZ) stage $1"; shift; "$TST" sweep "${COMMON[@]}" "$@"; }
 W=(--dims 512 --layers 1 --lrs 1e-3)   # the widest affordable shape, where TST came closest (docs/probes.md)
