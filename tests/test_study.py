@@ -1,6 +1,7 @@
 """The width study and frontier analysis against hand computations on synthetic run pools."""
 from __future__ import annotations
 
+import json
 import math
 import statistics
 
@@ -89,3 +90,20 @@ def test_tst_is_held_against_the_best_baseline_at_no_more_flops():
     assert by[128]["delta"]["mean"] == pytest.approx(4.85 - 4.59)
     assert "TST against the baseline frontier" in study.format_study(
         {"groups": rows, "width_trends": [], "frontier": [], "against_frontier": study.against_frontier(rows)}, [])
+
+
+def test_the_demo_quotes_tst_s_closest_approach_to_the_frontier(tmp_path):
+    from tst_train.experiments import demo
+    runs = []
+    for seed, e in enumerate((0.0, 0.02, -0.02)):
+        runs += [run(128, 2, "baseline", seed, 4.59 + e, fpp=5.5e6), run(128, 2, "s4-r0.25-uniform", seed, 4.85 + e, fpp=5.5e6),
+                 run(512, 2, "baseline", seed, 4.86 + e, fpp=48e6), run(512, 2, "s4-r0.25-uniform", seed, 4.75 + e, fpp=48e6)]
+    rows = study.group_deltas(runs)
+    result = {"groups": rows, "width_trends": [], "frontier": [], "against_frontier": study.against_frontier(rows)}
+    path = tmp_path / "study.json"
+    path.write_text(json.dumps(result))
+    quoted = demo.committed_study(path)
+    # d512 TST (4.75) is closer to the d128 baseline (4.59) than d128 TST (4.85) is: that one is quoted
+    assert quoted[-1].strip().startswith("TST's best showing against every baseline at no more FLOPs: d512/L2 TST 4.750 "
+                                         "vs baseline d128/L2 4.590: Δ +0.160 [")
+    assert demo.committed_study(tmp_path / "missing.json") == []

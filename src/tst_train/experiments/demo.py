@@ -63,13 +63,19 @@ def verdict(result: dict) -> list[str]:
         lines.append(f"frontier at {f['flops_range'][0]:.2g}–{f['flops_range'][1]:.2g} FLOPs: best baseline "
                      f"d{b['dim']}/L{b['n_layers']} {b['loss']['mean']:.3f} vs best TST d{t['dim']}/L{t['n_layers']} "
                      f"{t['loss']['mean']:.3f}: Δ {_d(d)} — at this budget {who}{sure}")
+    return lines + best_showing(result)
+
+
+def best_showing(result: dict) -> list[str]:
+    """TST's closest approach to the frontier: the TST group with the smallest Δ against the best baseline
+    at no more FLOPs (the comparison a user who picks the best shape for their compute makes)."""
     closest = min(result.get("against_frontier", []), key=lambda a: a["delta"]["mean"], default=None)
-    if closest:
-        b = closest["best_baseline"]
-        lines.append(f"TST's best showing against every baseline at no more FLOPs: d{closest['dim']}/L{closest['n_layers']} "
-                     f"TST {closest['loss']['mean']:.3f} vs baseline d{b['dim']}/L{b['n_layers']} {b['loss']['mean']:.3f}: "
-                     f"Δ {_d(closest['delta'])}")
-    return lines
+    if not closest:
+        return []
+    b = closest["best_baseline"]
+    return [f"TST's best showing against every baseline at no more FLOPs: d{closest['dim']}/L{closest['n_layers']} "
+            f"TST {closest['loss']['mean']:.3f} vs baseline d{b['dim']}/L{b['n_layers']} {b['loss']['mean']:.3f}: "
+            f"Δ {_d(closest['delta'])}"]
 
 
 def committed_study(path: Path = STUDY) -> list[str]:
@@ -89,7 +95,7 @@ def committed_study(path: Path = STUDY) -> list[str]:
         b, t, d = f["best_baseline"], f["best_tst"], f["delta"]
         lines.append(f"  frontier at {f['flops_range'][0]:.2g}–{f['flops_range'][1]:.2g} FLOPs: best baseline "
                      f"d{b['dim']}/L{b['n_layers']} vs best TST d{t['dim']}/L{t['n_layers']}: Δ {_d(d)}")
-    return lines
+    return lines + [f"  {line}" for line in best_showing(study)]
 
 
 def describe(cfg) -> str:
