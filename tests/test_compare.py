@@ -226,3 +226,36 @@ def test_demo_runs_its_shapes_and_states_what_it_measured(tiny_data, tmp_path, c
     assert "frontier at" in demo and ("best baseline shape wins" in demo or "TST's best shape wins" in demo)
     assert "verdict:" in printed and "demo.md" in printed
     assert "8 steps × 2 rows" in demo and "against every baseline at no more FLOPs" in demo  # the report describes what ran, the user's flags included
+
+
+def test_dry_runs_list_the_runs_and_write_nothing(tiny_data, tmp_path, capsys):
+    """`--dry-run` of compare/sweep/demo plans every run (FLOPs, data, what a rerun would do) and trains nothing."""
+    out = tmp_path / "sweep"
+    args = ["sweep", "--data", str(tiny_data), "--out", str(out), "--bag-sizes", "2", "--fracs", "0.25",
+            "--dims", "16,32", "--layers", "1", "--seeds", "2", *TINY]
+    assert main(args + ["--dry-run"]) == 0
+    table = capsys.readouterr().out
+    assert not out.exists()
+    assert table.count("| to train |") == 8 and "8 runs, 8 to train or resume" in table
+    assert "| d32-L1-s2-r0.25-uniform-seed1 | tst | 12 |" in table
+    code = main(["compare", "--data", str(tiny_data), "--out", str(tmp_path / "c"), "--arms", "baseline,tst",
+                 "--seeds", "2", "--dry-run", *TINY])
+    printed = capsys.readouterr().out
+    assert code == 0 and not (tmp_path / "c").exists()
+    assert "| tst-seed1 | tst | 12 |" in printed and "4 runs, 4 to train or resume" in printed
+    assert main(["demo", "--out", str(tmp_path / "d"), "--data", str(tiny_data), "--dry-run"]) == 0
+    assert "| d128-L8-lr0.001-baseline-seed0 | baseline | 1,500 |" in capsys.readouterr().out
+    assert not (tmp_path / "d").exists()
+    # after training, the same dry run says which runs are reused and which resume
+    assert main(args) == 0
+    run = out / "runs" / "d16-L1-baseline-seed0"
+    summary = json.loads((run / "summary.json").read_text())
+    (run / "summary.json").write_text(json.dumps(summary | {"completed": False}))  # as if killed after its last checkpoint
+    capsys.readouterr()
+    assert main(args + ["--dry-run"]) == 0
+    table = capsys.readouterr().out
+    assert table.count("finished (reused)") == 7 and "8 runs, 1 to train or resume" in table
+    assert "| d16-L1-baseline-seed0 | baseline | 12 |" in table and ("resumes from step_" in table or "restarts" in table)
+    # a run trained with other numbers is refused by the dry run too, in one line
+    assert main([a if a != "12" else "14" for a in args] + ["--dry-run"]) == 2
+    assert "cannot stand for this run" in capsys.readouterr().err

@@ -71,15 +71,20 @@ def compare_command(argv: list[str]) -> int:
         raise UserError("no data: pass --data DATA_DIR (prepare one with `tst prepare --input bundled --out DATA_DIR`)")
     out = Path(args.out)
     _check_out(out, "base_config.json", "`tst compare`")
+    n_parallel = positive_int(args.jobs, "--jobs")
     if args.dry_run:
+        from ..experiments.arms import format_jobs
+        from ..experiments.compare import comparison_jobs
         from .train import dry_run
-        return dry_run(base)
+        dry_run(base)
+        print("\n" + format_jobs(comparison_jobs(base, out, arms, _seeds(args, base)), n_parallel))
+        return 0
     tasks = parse_tasks(args.tasks)
     limit = _count(args.task_limit, "--task-limit") or None
     base.log.progress = False  # one line per run; per-run progress bars would interleave
     from ..experiments.compare import run_comparison
     from ..experiments.report import format_table
-    summary = run_comparison(base, out, arms, _seeds(args, base), n_parallel=positive_int(args.jobs, "--jobs"),
+    summary = run_comparison(base, out, arms, _seeds(args, base), n_parallel=n_parallel,
                              tasks=tasks, task_limit=limit)
     print(format_table(summary))
     print(f"\nreport: {out / 'report.md'} (and report.html)")
@@ -147,10 +152,16 @@ def sweep_command(argv: list[str]) -> int:
         raise UserError("--lrs and --budgets must be positive, finite numbers")
     out = Path(args.out)
     _check_out(out, "sweep_config.json", "`tst sweep`")
+    n_parallel = positive_int(args.jobs, "--jobs")
+    grid = dict(dims=dims, layers=layers, lrs=lrs, budgets=budgets, variants=variants, shapes=shapes)
+    if args.dry_run:
+        from ..experiments.arms import format_jobs
+        from ..experiments.sweep import sweep_jobs
+        print(format_jobs(sweep_jobs(base, out, bags, fracs, weightings, _seeds(args, base), **grid)[3], n_parallel))
+        return 0
     base.log.progress = False
     from ..experiments.sweep import run_sweep
-    result = run_sweep(base, out, bags, fracs, weightings, _seeds(args, base), n_parallel=positive_int(args.jobs, "--jobs"),
-                       dims=dims, layers=layers, lrs=lrs, budgets=budgets, variants=variants, shapes=shapes)
+    result = run_sweep(base, out, bags, fracs, weightings, _seeds(args, base), n_parallel=n_parallel, **grid)
     print(result["table"])
     print(f"\nbest cell: {result['best']}\nreport: {out / 'sweep.md'}")
     return 0
@@ -189,12 +200,23 @@ def demo_parser() -> ArgumentParser:
 
 def demo_command(argv: list[str]) -> int:
     p = demo_parser()
-    from ..experiments.demo import DEMO_FLAGS, DEMO_SHAPES, prepare_demo_data, write_demo_report
+    from ..experiments.demo import DEMO_FLAGS, DEMO_SHAPES, DEMO_VOCAB, prepare_demo_data, write_demo_report
     args, extra = p.parse_known_args(DEMO_FLAGS + argv)  # the user's flags come last, so they win
     out = Path(args.out)
     data_dir = Path(args.data) if args.data else out / "data"
     base, _ = resolve_config(args, extra)
     _check_out(out / "report", "sweep_config.json", "`tst demo`")
+    sweep = dict(bags=[base.tst.bag_size], fracs=[base.tst.superposition_frac], weightings=["uniform"],
+                 seeds=_seeds(args, base), shapes=DEMO_SHAPES, lrs=[base.train.lr])
+    if args.dry_run:
+        if not (data_dir / "meta.json").is_file():
+            raise UserError(f"`tst demo --dry-run` plans on prepared data and {data_dir} has none: run `tst demo` "
+                            f"(it prepares it), or `tst prepare --input bundled --out {data_dir} --vocab-size {DEMO_VOCAB}`")
+        base.data.path = str(data_dir)
+        from ..experiments.arms import format_jobs
+        from ..experiments.sweep import sweep_jobs
+        print(format_jobs(sweep_jobs(base, out / "report", **sweep)[3], 2))
+        return 0
     t0 = time.perf_counter()
     prepare_demo_data(data_dir)
     print(f"data ready in {time.perf_counter() - t0:.0f}s")
@@ -203,8 +225,7 @@ def demo_command(argv: list[str]) -> int:
     from ..experiments.sweep import run_sweep
     # Two runs side by side, one core each: the fastest use of 2 cores for models this small, and the
     # arms' step times are measured under the same load.
-    result = run_sweep(base, out / "report", [base.tst.bag_size], [base.tst.superposition_frac], ["uniform"],
-                       _seeds(args, base), n_parallel=2, shapes=DEMO_SHAPES, lrs=[base.train.lr])
+    result = run_sweep(base, out / "report", n_parallel=2, **sweep)
     study = result.get("study")  # the sweep's study report over its shapes (None: no run finished)
     if not study:
         raise UserError(f"`tst demo`: no run finished, so there is nothing to report (see {out / 'report' / 'runs'})")

@@ -90,6 +90,35 @@ def run_arm(cfg: Config, run_dir: Path, log) -> dict:
     return summary
 
 
+def job_state(cfg: Config, run_dir: Path) -> str:
+    """What training ``run_dir`` for ``cfg`` would do now (a mismatching run directory is refused)."""
+    if not rundir.is_run_dir(run_dir):
+        return "to train"
+    check_reusable(cfg, run_dir)
+    if (rundir.read_summary(run_dir) or {}).get("completed"):
+        return "finished (reused)"
+    from ..checkpoint import list_checkpoints
+    done = list_checkpoints(run_dir / "checkpoints")
+    return f"resumes from {done[-1].name}" if done else "restarts (no checkpoint)"
+
+
+def format_jobs(jobs: list[tuple[Config, Path]], n_parallel: int) -> str:
+    """The runs a command would train, one line each — what ``--dry-run`` prints; nothing is written."""
+    from ..data.loader import check_data_dir
+    from ..train import plan
+    lines = ["| run | mode | steps | FLOPs | data tokens (epochs) | state |", "|---|---|---|---|---|---|"]
+    todo, todo_flops, metas = 0, 0.0, {}
+    for cfg, run_dir in jobs:
+        meta = metas.setdefault(cfg.data.path, check_data_dir(cfg.data.path))
+        p, state = plan(cfg, meta), job_state(cfg, run_dir)
+        if not state.startswith("finished"):
+            todo, todo_flops = todo + 1, todo_flops + p["flops"]
+        lines.append(f"| {run_dir.name} | {cfg.tst.mode} | {cfg.train.steps:,} | {p['flops']:.3g} | "
+                     f"{p['data_tokens']:,} ({p['epochs']:.2f}) | {state} |")
+    lines += ["", f"{len(jobs)} runs, {todo} to train or resume ({todo_flops:.3g} FLOPs), {n_parallel} at a time"]
+    return "\n".join(lines)
+
+
 def run_arms(jobs: list[tuple[Config, Path]], n_parallel: int, log=print) -> None:
     """Train the runs, ``n_parallel`` at a time in separate processes (one CPU thread each when > 1).
 

@@ -16,16 +16,23 @@ from . import analysis
 from .arms import BASELINES, arm_config, arm_dir_name, run_arms, tst_data_tokens
 from .downstream import headline, score_runs
 
+
+def comparison_jobs(base: Config, out: Path, arms: list[str], seeds: list[int]) -> list[tuple[Config, Path]]:
+    """Every (arm, seed) run of the comparison: its config and run directory."""
+    equal_data_tokens = tst_data_tokens(base)
+    return [(arm_config(base, arm, seed, equal_data_tokens), out / "runs" / f"{arm_dir_name(arm)}-seed{seed}")
+            for seed in seeds for arm in arms]
+
+
 def run_comparison(base: Config, out: Path, arms: list[str], seeds: list[int], log=print,
                    n_parallel: int = 1, tasks: list[str] = (), task_limit: int | None = None) -> dict:
     """Train every (arm, seed), score the final models on ``tasks`` (the first ``task_limit`` items of each),
     and write ``summary.json`` + ``report.md``/``report.html`` into ``out``."""
+    jobs = comparison_jobs(base, out, arms, seeds)
     out.mkdir(parents=True, exist_ok=True)
     rundir.write_json(out / "base_config.json", base.to_dict())
-    equal_data_tokens = tst_data_tokens(base)
     t0 = time.perf_counter()
-    run_arms([(arm_config(base, arm, seed, equal_data_tokens), out / "runs" / f"{arm_dir_name(arm)}-seed{seed}")
-              for seed in seeds for arm in arms], n_parallel, log)
+    run_arms(jobs, n_parallel, log)
     t_tasks = time.perf_counter()
     # Scored with the threads the runs trained with: side by side that is one each, and more threads
     # than free cores slow small forward passes down tenfold on a shared machine (measured).

@@ -104,13 +104,10 @@ def make_groups(dims, layers, lrs, budgets, shapes=None) -> list[Group]:
     return [Group(d, n, lr, c) for c in (budgets or [0.0]) for d, n in pairs for lr in (lrs or [0.0])]
 
 
-def run_sweep(base: Config, out: Path, bags: list[int], fracs: list[float], weightings: list[str],
-              seeds: list[int], log=print, n_parallel: int = 1, dims=None, layers=None, lrs=None,
-              budgets=None, variants=None, shapes=None) -> dict:
-    out.mkdir(parents=True, exist_ok=True)
-    rundir.write_json(out / "sweep_config.json", {
-        "base": base.to_dict(), "bag_sizes": bags, "fracs": fracs, "weightings": weightings, "seeds": seeds,
-        "dims": dims, "layers": layers, "shapes": shapes, "lrs": lrs, "budgets": budgets, "variants": variants})
+def sweep_jobs(base: Config, out: Path, bags: list[int], fracs: list[float], weightings: list[str],
+               seeds: list[int], dims=None, layers=None, lrs=None, budgets=None, variants=None, shapes=None):
+    """The sweep's groups, their configs, the TST grid and every run (config, run directory), in training
+    order; a group whose config is invalid is refused here, before anything is written."""
     groups = make_groups(dims, layers, lrs, budgets, shapes)
     grid = [(w, b, f, v) for w in weightings for b in bags for f in fracs for v in (variants or [""])]
     group_cfgs = {}
@@ -126,6 +123,18 @@ def run_sweep(base: Config, out: Path, bags: list[int], fracs: list[float], weig
                          out / "runs" / run_name(g, "baseline", seed)))
             jobs += [(_cell_config(group_cfgs[g], "tst", b, f, w, seed, v), out / "runs" / run_name(g, cell_arm(b, f, w, v), seed))
                      for w, b, f, v in grid]
+    return groups, group_cfgs, grid, jobs
+
+
+def run_sweep(base: Config, out: Path, bags: list[int], fracs: list[float], weightings: list[str],
+              seeds: list[int], log=print, n_parallel: int = 1, dims=None, layers=None, lrs=None,
+              budgets=None, variants=None, shapes=None) -> dict:
+    groups, group_cfgs, grid, jobs = sweep_jobs(base, out, bags, fracs, weightings, seeds, dims, layers, lrs,
+                                                budgets, variants, shapes)
+    out.mkdir(parents=True, exist_ok=True)
+    rundir.write_json(out / "sweep_config.json", {
+        "base": base.to_dict(), "bag_sizes": bags, "fracs": fracs, "weightings": weightings, "seeds": seeds,
+        "dims": dims, "layers": layers, "shapes": shapes, "lrs": lrs, "budgets": budgets, "variants": variants})
     run_arms(jobs, n_parallel, log)
     result = summarize_sweep(out, groups, group_cfgs, grid, seeds)
     rundir.write_json(out / "sweep.json", result)
