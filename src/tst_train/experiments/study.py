@@ -333,9 +333,13 @@ def plot_frontier(out: Path, rows: list[dict]) -> str | None:
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
     for which, marker, color in (("baseline", "o", "tab:blue"), ("tst", "s", "tab:red")):
-        pts = sorted({(r["flops"], r[which]["mean"], r["dim"], r["n_layers"]) for r in rows if r[which]["mean"]})
-        ax.scatter([p[0] for p in pts], [p[1] for p in pts], marker=marker, color=color, label=which, s=22)
-        for f, y, d, n in pts:
+        pts = sorted({(r["flops"], r[which]["mean"], r["dim"], r["n_layers"], tuple(r[which].get("ci95") or ()))
+                      for r in rows if r[which]["mean"]})
+        # a shared baseline appears in several rows: the set keeps one point per (FLOPs, loss, shape)
+        err = [[y - ci[0] if ci else 0 for _, y, _, _, ci in pts], [ci[1] - y if ci else 0 for _, y, _, _, ci in pts]]
+        ax.errorbar([p[0] for p in pts], [p[1] for p in pts], yerr=err, fmt=marker, color=color, label=which,
+                    markersize=4.5, capsize=2, elinewidth=0.8)
+        for f, y, d, n, _ in pts:
             ax.annotate(f"{d}/{n}", (f, y), fontsize=6, xytext=(3, 2), textcoords="offset points", color=color)
         env, best = [], math.inf
         for f, y, *_ in pts:
@@ -344,8 +348,13 @@ def plot_frontier(out: Path, rows: list[dict]) -> str | None:
                 env.append((f, y))
         ax.step([p[0] for p in env], [p[1] for p in env], where="post", color=color, alpha=0.5)
     ax.set_xscale("log")
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+    # a short log axis: label 1, 2 and 5 of each decade (matplotlib's own minor labels overlap)
+    ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1, 2, 5)))
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: f"{x:.0e}".replace("e+", "e")))
+    ax.xaxis.set_minor_formatter(NullFormatter())
     ax.set_xlabel("total training FLOPs (positions × FLOPs/position)")
-    ax.set_ylabel("final validation loss (mean over seeds)")
-    ax.set_title("Compute frontier: every shape (width/depth), baseline vs TST; steps = best so far", fontsize=9)
+    ax.set_ylabel("final validation loss (mean over seeds, 95% CI)")
+    ax.set_title("Compute frontier: every shape (width/depth), baseline vs TST; line: best at ≤ these FLOPs", fontsize=9)
     ax.legend(fontsize=8)
     return save_figure(fig, out, "frontier.png", dpi=120)
