@@ -11,9 +11,11 @@ import math
 from pathlib import Path
 
 from .. import rundir
+from ..checkpoint import list_checkpoints
 from ..config import Config, numbers_differ
+from ..data.loader import check_data_dir
 from ..errors import UserError
-from ..train import make_schedule, run_training
+from ..train import make_schedule, plan, run_training
 
 ARMS = ("baseline", "tst", "input-only", "output-only", "tst-reinit", "baseline-equal-data")
 BASELINES = ("baseline", "baseline-equal-data")
@@ -97,15 +99,12 @@ def job_state(cfg: Config, run_dir: Path) -> str:
     check_reusable(cfg, run_dir)
     if (rundir.read_summary(run_dir) or {}).get("completed"):
         return "finished (reused)"
-    from ..checkpoint import list_checkpoints
     done = list_checkpoints(run_dir / "checkpoints")
     return f"resumes from {done[-1].name}" if done else "restarts (no checkpoint)"
 
 
 def format_jobs(jobs: list[tuple[Config, Path]], n_parallel: int) -> str:
     """The runs a command would train, one line each — what ``--dry-run`` prints; nothing is written."""
-    from ..data.loader import check_data_dir
-    from ..train import plan
     lines = ["| run | mode | steps | FLOPs | data tokens (epochs) | state |", "|---|---|---|---|---|---|"]
     todo, todo_flops, metas = 0, 0.0, {}
     for cfg, run_dir in jobs:
