@@ -74,3 +74,14 @@ def test_automatic_evaluation_interval():
     with pytest.raises(Exception, match="eval.every"):
         cfg.eval.every = -2
         cfg.validate()
+
+
+def test_a_closed_pipe_is_not_a_traceback():
+    """`tst --help | head -1`: the reader leaves early; the command stops quietly with 141, no traceback."""
+    import subprocess
+    import sys
+    proc = subprocess.Popen([sys.executable, "-c", "import sys; from tst_train.cli import main; sys.exit(main(['--help']))"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc.stdout.close()  # nobody reads: the first print hits a broken pipe
+    err = proc.stderr.read().decode()
+    assert proc.wait() == 141 and "Traceback" not in err, err
