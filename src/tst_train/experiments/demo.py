@@ -83,7 +83,7 @@ def committed_study(path: Path = STUDY) -> list[str]:
     if not path.is_file():
         return []
     study = json.loads(path.read_text())
-    lines = ["committed CPU study (experiments/2026-12-01-where-tst-pays, 3000 steps × 512 positions, 3 seeds):"]
+    lines = ["committed CPU study (experiments/2026-12-01-where-tst-pays, 3000 steps × 512 positions, 3 seeds unless marked):"]
     for t in study.get("width_trends", []):
         cross = t.get("crossover_width")
         ci = t.get("crossover_ci95")
