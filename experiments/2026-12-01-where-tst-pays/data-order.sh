@@ -10,14 +10,13 @@
 set -euo pipefail
 OUT=${1:?usage: data-order.sh OUT_ROOT [TST_BIN]}
 TST=${2:-tst}
+source "$(dirname "$0")/settings.sh"
 for DSEED in 1 2; do
   DATA=$OUT/data-seed$DSEED
   [ -f "$DATA/meta.json" ] || "$TST" prepare --input bundled --out "$DATA" --vocab-size 4096 --seed $DSEED
   for SHAPE in "128 2" "512 1"; do
     read -r DIM LAYERS <<< "$SHAPE"
-    "$TST" sweep --data "$DATA" --out "$OUT/data-order-seed$DSEED" --preset tiny --steps 3000 --batch-size 8 \
-      --seq-len 64 --dims $DIM --layers $LAYERS --lrs 1e-3 --bag-sizes 4 --fracs 0.25 --weightings uniform \
-      --seeds 1 --jobs 2 --eval-every 250 --train.warmup_steps=20 --train.decay_frac=0.2 --eval.tokens=32768 \
-      --log.tensorboard=false --checkpoint.every=500 --checkpoint.keep=1
+    "$TST" sweep --data "$DATA" --out "$OUT/data-order-seed$DSEED" "${STUDY_FLAGS[@]}" --seeds 1 \
+      --dims $DIM --layers $LAYERS --lrs 1e-3 --bag-sizes 4 --fracs 0.25
   done
 done

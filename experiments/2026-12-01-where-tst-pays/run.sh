@@ -15,11 +15,8 @@ TST=${2:-tst}
 SEEDS=${3:-3}
 DATA=$OUT/data
 [ -f "$DATA/meta.json" ] || "$TST" prepare --input bundled --out "$DATA" --vocab-size 4096
-# The demo's budget: 3000 steps x 8 rows x 64 positions, s = 4, r = 0.25, uniform weights, lr 1e-3,
-# warmup 20, decay over the last 20 %; one thread per run, two runs side by side.
-COMMON=(--data "$DATA" --out "$OUT/study" --preset tiny --steps 3000 --batch-size 8 --seq-len 64
-        --weightings uniform --seeds "$SEEDS" --jobs 2 --eval-every 250 --train.warmup_steps=20 --train.decay_frac=0.2
-        --eval.tokens=32768 --log.tensorboard=false --checkpoint.every=500 --checkpoint.keep=1)
+source "$(dirname "$0")/settings.sh"
+COMMON=(--data "$DATA" --out "$OUT/study" "${STUDY_FLAGS[@]}" --seeds "$SEEDS")
 stage() { echo "=== $(date -u +%FT%TZ) stage $1"; shift; "$TST" sweep "${COMMON[@]}" "$@"; }
 W=(--dims 512 --layers 1 --lrs 1e-3)   # the widest affordable shape, where TST came closest (docs/probes.md)
 stage width    --dims 64,128,256,512 --layers 2 --lrs 1e-3 --bag-sizes 4 --fracs 0.25

@@ -7,14 +7,13 @@
 # compare Δ within a vocabulary, and bits per byte (val_bpb) across them.
 # Usage: bash experiments/2026-12-01-where-tst-pays/vocab.sh OUT_ROOT [TST_BIN] [SEEDS]  (SEEDS default 1)
 set -euo pipefail
-OUT=${1:?usage: vocab.sh OUT_ROOT [TST_BIN]}
+OUT=${1:?usage: vocab.sh OUT_ROOT [TST_BIN] [SEEDS]}
 TST=${2:-tst}
 SEEDS=${3:-1}
+source "$(dirname "$0")/settings.sh"
 for V in 1024 16384 32768; do
   DATA=$OUT/data-vocab$V
   [ -f "$DATA/meta.json" ] || "$TST" prepare --input bundled --out "$DATA" --vocab-size $V
-  "$TST" sweep --data "$DATA" --out "$OUT/vocab-$V" --preset tiny --steps 3000 --batch-size 8 \
-    --seq-len 64 --dims 128 --layers 2 --lrs 1e-3 --bag-sizes 4 --fracs 0.25 --weightings uniform \
-    --seeds $SEEDS --jobs 2 --eval-every 250 --train.warmup_steps=20 --train.decay_frac=0.2 --eval.tokens=32768 \
-    --log.tensorboard=false --checkpoint.every=500 --checkpoint.keep=1
+  "$TST" sweep --data "$DATA" --out "$OUT/vocab-$V" "${STUDY_FLAGS[@]}" --seeds "$SEEDS" \
+    --dims 128 --layers 2 --lrs 1e-3 --bag-sizes 4 --fracs 0.25
 done
