@@ -23,6 +23,11 @@ stage width    --dims 64,128,256,512 --layers 2 --lrs 1e-3 --bag-sizes 4 --fracs
 stage wide1    "${W[@]}" --bag-sizes 4 --fracs 0.25
 stage depth    --dims 256 --layers 1,4,8 --lrs 1e-3 --bag-sizes 4 --fracs 0.25
 stage lr       --dims 512 --layers 1 --lrs 5e-4,2e-3 --bag-sizes 4 --fracs 0.25
+# The lr stage found d512/L1 far better at 5e-4 than at 1e-3 (both arms): bracket that optimum from below, and
+# give the frontier's best baseline shape (d128/L2) the same two extra learning rates, so the frontier compares
+# shapes each near its own best lr rather than at one lr that suits the narrow shapes.
+stage lr-frontier --dims 128 --layers 2 --lrs 5e-4,2e-3 --bag-sizes 4 --fracs 0.25
+stage lr-bracket --dims 512 --layers 1 --lrs 2.5e-4 --bag-sizes 4 --fracs 0.25
 stage variants "${W[@]}" --bag-sizes 4 --fracs 0.25 \
                --variants bagging=document,transition_steps=300,fold=batch,loss=sum-to-one
 stage fitted   "${W[@]}" --bag-sizes 4 --fracs 0.25 --weightings fitted
