@@ -66,6 +66,21 @@ def test_frontier_compares_best_shapes_within_a_budget_bin():
     assert f["delta"]["ci95"][1] - f["delta"]["mean"] == pytest.approx(analysis.t_quantile(4) * se)  # df = 4 here
 
 
+def test_a_shape_tried_at_two_lrs_is_listed_once_in_its_frontier_bin():
+    runs = []
+    for seed, e in enumerate((0.0, 0.02, -0.02)):
+        runs += [run(256, 4, "baseline", seed, 4.64 + e, fpp=24.5e6), run(256, 4, "s4-r0.25-uniform", seed, 4.73 + e, fpp=24.5e6)]
+        for lr, base, tst in ((1e-3, 4.87, 4.73), (5e-4, 4.67, 4.63)):
+            runs += [run(512, 1, "baseline", seed, base + e, lr=lr, fpp=30.3e6),
+                     run(512, 1, "s4-r0.25-uniform", seed, tst + e, lr=lr, fpp=30.3e6)]
+    rows = study.group_deltas(runs)
+    (f,) = study.frontier(rows)
+    assert (f["best_tst"]["dim"], f["best_tst"]["lr"]) == (512, 5e-4) and f["delta"]["mean"] == pytest.approx(4.63 - 4.64)
+    md = study.format_study({"groups": rows, "width_trends": [], "frontier": [f], "against_frontier": []}, [])
+    (line,) = [x for x in md.splitlines() if x.startswith("| 2.4")]
+    assert line.split(" | ")[1] == "256/4, 512/1"  # the two d512/L1 lrs are one shape tried
+
+
 def test_welch_matches_hand_computation():
     a, b = [1.0, 2.0, 3.0, 4.0], [2.0, 2.5, 3.5]
     w = study.welch(a, b)

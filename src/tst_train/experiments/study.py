@@ -258,7 +258,8 @@ def format_study(result: dict, plots: list[str]) -> str:
                "|---|---|---|---|---|---|---|"]
         for f in result["frontier"]:
             b, t = f["best_baseline"], f["best_tst"]
-            shapes = ", ".join(f"{d}/{n}" for d, n, *_ in f["shapes"])
+            # a shape tried at several lrs or step counts is one shape here (the best columns name the lr)
+            shapes = ", ".join(dict.fromkeys(f"{d}/{n}" for d, n, *_ in f["shapes"]))
             md.append(f"| {f['flops_range'][0]:.2e}–{f['flops_range'][1]:.2e} | {shapes} | d{b['dim']}/L{b['n_layers']} "
                       f"lr {b['lr']:g}, {b['steps']} steps | {_ci(b['loss'], signed=False)} | d{t['dim']}/L{t['n_layers']} "
                       f"lr {t['lr']:g}, {t['steps']} steps, {t['arm']} | {_ci(t['loss'], signed=False)} | {_ci(f['delta'])} |")
