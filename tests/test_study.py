@@ -43,6 +43,18 @@ def test_width_trend_finds_the_crossover_of_an_exact_line():
     assert t["widths"] == [64, 128, 256, 512]
 
 
+def test_a_trend_interval_does_not_move_when_another_series_lands():
+    noisy = []  # per-seed Δ spread, so the bootstrap interval depends on the draws
+    for d in (64, 128, 256, 512):
+        for seed, e in enumerate((0.0, 0.03, -0.02)):
+            noisy += [run(d, 2, "baseline", seed, 4.6), run(d, 2, "s4-r0.25-uniform", seed, 5.1 - 0.1 * math.log2(d) + e)]
+    (alone,) = study.width_trends(study.group_deltas(noisy))
+    deeper = pool(lambda d: 0.3, dims=(256, 512), layers=1)  # sorts before the depth-2 series
+    trends = study.width_trends(study.group_deltas(deeper + noisy))
+    assert [t["n_layers"] for t in trends] == [1, 2]
+    assert trends[1]["crossover_ci95"] == alone["crossover_ci95"] and alone["crossover_ci95"][0] < alone["crossover_ci95"][1]
+
+
 def test_no_crossover_when_delta_grows_with_width():
     rows = study.group_deltas(pool(lambda d: 0.01 * math.log2(d)))
     (t,) = study.width_trends(rows)
@@ -119,6 +131,6 @@ def test_the_demo_quotes_tst_s_closest_approach_to_the_frontier(tmp_path):
     path.write_text(json.dumps(result))
     quoted = demo.committed_study(path)
     # d512 TST (4.75) is closer to the d128 baseline (4.59) than d128 TST (4.85) is: that one is quoted
-    assert quoted[-1].strip().startswith("TST's best showing against every baseline at no more FLOPs: d512/L2 TST 4.750 "
-                                         "vs baseline d128/L2 4.590: Δ +0.160 [")
+    assert quoted[-1].strip().startswith("TST's best showing against every baseline at no more FLOPs: d512/L2 lr 0.001 "
+                                         "TST 4.750 vs baseline d128/L2 lr 0.001 4.590: Δ +0.160 [")
     assert demo.committed_study(tmp_path / "missing.json") == []

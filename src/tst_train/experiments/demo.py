@@ -45,6 +45,11 @@ def _d(stat: dict) -> str:
     return text + (f" [{stat['ci95'][0]:+.3f}, {stat['ci95'][1]:+.3f}]" if stat.get("ci95") else " (1 seed)")
 
 
+def _shape(group: dict) -> str:
+    """A group's shape and learning rate (a study may try one shape at several rates)."""
+    return f"d{group['dim']}/L{group['n_layers']} lr {group['lr']:g}"
+
+
 def verdict(result: dict) -> list[str]:
     """What this run measured, in a few lines: Δ by width at depth 2, and the frontier bin(s)."""
     lines = []
@@ -73,8 +78,8 @@ def best_showing(result: dict) -> list[str]:
     if not closest:
         return []
     b = closest["best_baseline"]
-    return [f"TST's best showing against every baseline at no more FLOPs: d{closest['dim']}/L{closest['n_layers']} "
-            f"TST {closest['loss']['mean']:.3f} vs baseline d{b['dim']}/L{b['n_layers']} {b['loss']['mean']:.3f}: "
+    return [f"TST's best showing against every baseline at no more FLOPs: {_shape(closest)} "
+            f"TST {closest['loss']['mean']:.3f} vs baseline {_shape(b)} {b['loss']['mean']:.3f}: "
             f"Δ {_d(closest['delta'])}"]
 
 
@@ -90,11 +95,12 @@ def committed_study(path: Path = STUDY) -> list[str]:
         where = ("Δ does not fall with width" if cross is None else
                  f"the fitted trend crosses zero at d ≈ {cross:.0f}" + (f" [{ci[0]:.0f}, {ci[1]:.0f}]" if ci else ""))
         widths = ", ".join(f"d{w}: {_d(d)}" for w, d in zip(t["widths"], t["delta"]))
-        lines.append(f"  depth {t['n_layers']}, {t['arm']}: {widths}; {where}")
+        lines.append(f"  depth {t['n_layers']}, lr {t['lr']:g}, {t['arm']}: {widths}; {where}")
     for f in study.get("frontier", []):
         b, t, d = f["best_baseline"], f["best_tst"], f["delta"]
-        lines.append(f"  frontier at {f['flops_range'][0]:.2g}–{f['flops_range'][1]:.2g} FLOPs: best baseline "
-                     f"d{b['dim']}/L{b['n_layers']} vs best TST d{t['dim']}/L{t['n_layers']}: Δ {_d(d)}")
+        # a bin compares only the shapes inside it; the line below holds TST against every cheaper baseline too
+        lines.append(f"  FLOP bin {f['flops_range'][0]:.2g}–{f['flops_range'][1]:.2g}: best baseline there "
+                     f"{_shape(b)} vs best TST there {_shape(t)}: Δ {_d(d)}")
     return lines + [f"  {line}" for line in best_showing(study)]
 
 

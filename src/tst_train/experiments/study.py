@@ -128,11 +128,11 @@ def width_trends(rows: list[dict], seed: int = 0) -> list[dict]:
         if r["delta"]["n"]:
             series.setdefault((r["n_layers"], r["lr"], r["steps"], r["arm"]), []).append(r)
     out = []
-    rng = random.Random(seed)
     for (layers, lr, steps, arm), rs in sorted(series.items()):
         rs = sorted(rs, key=lambda r: r["dim"])
         if len({r["dim"] for r in rs}) < 2:
             continue
+        rng = random.Random(seed)  # per series: a trend's interval must not move when another series lands
         per_width = [(math.log2(r["dim"]), r["delta_per_seed"]) for r in rs]
         fit = _fit([(x, d) for x, ds in per_width for d in ds])
         trend = {"n_layers": layers, "lr": lr, "steps": steps, "arm": arm,
