@@ -132,5 +132,5 @@ def test_the_demo_quotes_tst_s_closest_approach_to_the_frontier(tmp_path):
     quoted = demo.committed_study(path)
     # d512 TST (4.75) is closer to the d128 baseline (4.59) than d128 TST (4.85) is: that one is quoted
     assert quoted[-1].strip().startswith("TST's best showing against every baseline at no more FLOPs: d512/L2 lr 0.001 "
-                                         "TST 4.750 vs baseline d128/L2 lr 0.001 4.590: Δ +0.160 [")
+                                         "TST (s4-r0.25-uniform) 4.750 vs baseline d128/L2 lr 0.001 4.590: Δ +0.160 [")
     assert demo.committed_study(tmp_path / "missing.json") == []

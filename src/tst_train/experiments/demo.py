@@ -79,7 +79,7 @@ def best_showing(result: dict) -> list[str]:
         return []
     b = closest["best_baseline"]
     return [f"TST's best showing against every baseline at no more FLOPs: {_shape(closest)} "
-            f"TST {closest['loss']['mean']:.3f} vs baseline {_shape(b)} {b['loss']['mean']:.3f}: "
+            f"TST ({closest['arm']}) {closest['loss']['mean']:.3f} vs baseline {_shape(b)} {b['loss']['mean']:.3f}: "
             f"Δ {_d(closest['delta'])}"]
 
 
@@ -100,7 +100,7 @@ def committed_study(path: Path = STUDY) -> list[str]:
         b, t, d = f["best_baseline"], f["best_tst"], f["delta"]
         # a bin compares only the shapes inside it; the line below holds TST against every cheaper baseline too
         lines.append(f"  FLOP bin {f['flops_range'][0]:.2g}–{f['flops_range'][1]:.2g}: best baseline there "
-                     f"{_shape(b)} vs best TST there {_shape(t)}: Δ {_d(d)}")
+                     f"{_shape(b)} vs best TST there {_shape(t)} ({t['arm']}): Δ {_d(d)}")
     return lines + [f"  {line}" for line in best_showing(study)]
 
 
