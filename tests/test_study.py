@@ -93,6 +93,20 @@ def test_a_shape_tried_at_two_lrs_is_listed_once_in_its_frontier_bin():
     assert line.split(" | ")[1] == "256/4, 512/1"  # the two d512/L1 lrs are one shape tried
 
 
+def test_the_frontier_comparisons_use_every_finished_seed_paired_or_not():
+    # TST seeds 1-2 landed before their own baselines: the cross-shape comparison still counts them
+    runs = [run(128, 2, "baseline", s, loss, fpp=5.5e6) for s, loss in enumerate((4.60, 4.58, 4.59))]
+    runs += [run(128, 2, "s4-r0.25-uniform", 0, 4.85, fpp=5.5e6), run(512, 1, "baseline", 0, 4.67, fpp=30.3e6)]
+    runs += [run(512, 1, "s6-r0.25-uniform", s, loss, fpp=30.3e6) for s, loss in enumerate((4.57, 4.58, 4.61))]
+    rows = study.group_deltas(runs)
+    by = {a["dim"]: a for a in study.against_frontier(rows)}
+    assert by[512]["loss"]["n"] == 3 and by[512]["loss"]["mean"] == pytest.approx((4.57 + 4.58 + 4.61) / 3)
+    assert by[512]["best_baseline"]["loss"]["n"] == 3
+    assert by[512]["delta"] == study.welch([4.57, 4.58, 4.61], [4.60, 4.58, 4.59])
+    (row,) = [r for r in rows if r["dim"] == 512]
+    assert row["seeds"] == [0] and row["delta"]["n"] == 1  # the paired Δ against its own baseline stays paired
+
+
 def test_welch_matches_hand_computation():
     a, b = [1.0, 2.0, 3.0, 4.0], [2.0, 2.5, 3.5]
     w = study.welch(a, b)

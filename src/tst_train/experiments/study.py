@@ -106,7 +106,10 @@ def group_deltas(runs: list[RunInfo]) -> list[dict]:
                          "tst": analysis.mean_ci([seeds[s].final_val_loss for s in common]),
                          "delta": analysis.mean_ci(deltas), "delta_per_seed": deltas,
                          "baseline_per_seed": [base[s].final_val_loss for s in common],
-                         "tst_per_seed": [seeds[s].final_val_loss for s in common]})
+                         "tst_per_seed": [seeds[s].final_val_loss for s in common],
+                         # every finished seed, paired or not: the cross-shape (Welch) comparisons need no pairing
+                         "baseline_all": [base[s].final_val_loss for s in sorted(base)],
+                         "tst_all": [seeds[s].final_val_loss for s in sorted(seeds)]})
     return rows
 
 
@@ -177,12 +180,15 @@ def frontier(rows: list[dict], span: float = FRONTIER_SPAN) -> list[dict]:
         inside = [r for r in rows if (r["dim"], r["n_layers"], r["lr"], r["steps"]) in keys]
         if len({(m[0], m[1]) for m in members}) < 2 or not inside:
             continue
-        base = min(inside, key=lambda r: r["baseline"]["mean"])
-        best = min(inside, key=lambda r: r["tst"]["mean"])
+        with_base = [r for r in inside if r["baseline_all"]]
+        if not with_base:
+            continue
+        base = min(with_base, key=lambda r: statistics.fmean(r["baseline_all"]))
+        best = min(inside, key=lambda r: statistics.fmean(r["tst_all"]))
         out.append({"flops_range": [members[0][-1], members[-1][-1]], "shapes": sorted(keys),
-                    "best_baseline": _shape(base) | {"loss": base["baseline"]},
-                    "best_tst": _shape(best) | {"arm": best["arm"], "loss": best["tst"]},
-                    "delta": welch(best["tst_per_seed"], base["baseline_per_seed"])})
+                    "best_baseline": _shape(base) | {"loss": analysis.mean_ci(base["baseline_all"])},
+                    "best_tst": _shape(best) | {"arm": best["arm"], "loss": analysis.mean_ci(best["tst_all"])},
+                    "delta": welch(best["tst_all"], base["baseline_all"])})
     return out
 
 
@@ -190,13 +196,13 @@ def against_frontier(rows: list[dict]) -> list[dict]:
     """Each TST group against the best baseline (lowest mean loss) among groups of at most its total FLOPs."""
     out = []
     for r in sorted(rows, key=lambda r: (r["flops"], r["dim"], r["n_layers"], r["lr"], r["arm"])):
-        cheaper = [b for b in rows if b["flops"] <= r["flops"] * (1 + 1e-9) and b["baseline"]["mean"] is not None]
-        if r["tst"]["mean"] is None or not cheaper:
+        cheaper = [b for b in rows if b["flops"] <= r["flops"] * (1 + 1e-9) and b["baseline_all"]]
+        if not cheaper:
             continue
-        base = min(cheaper, key=lambda b: b["baseline"]["mean"])
-        out.append({**_shape(r), "arm": r["arm"], "flops": r["flops"], "loss": r["tst"],
-                    "best_baseline": _shape(base) | {"flops": base["flops"], "loss": base["baseline"]},
-                    "delta": welch(r["tst_per_seed"], base["baseline_per_seed"])})
+        base = min(cheaper, key=lambda b: statistics.fmean(b["baseline_all"]))
+        out.append({**_shape(r), "arm": r["arm"], "flops": r["flops"], "loss": analysis.mean_ci(r["tst_all"]),
+                    "best_baseline": _shape(base) | {"flops": base["flops"], "loss": analysis.mean_ci(base["baseline_all"])},
+                    "delta": welch(r["tst_all"], base["baseline_all"])})
     return out
 
 
