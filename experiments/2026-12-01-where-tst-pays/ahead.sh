@@ -8,7 +8,13 @@ set -u
 T=/work/exp2/.venv/bin/tst
 R=/work/study/study/runs
 C=$R/d512-L1-lr0.0005-s6-r0.25-uniform-seed0/config.toml
-go() { local out=$1; shift; local r=(); [ -d "$out" ] && r=(--resume); "$T" train --config "$C" "$@" --out "$out" "${r[@]}"; }
+# a finished run is skipped (as the sweep skips it); an interrupted one resumes from its checkpoint
+go() {
+  local out=$1; shift; local r=()
+  grep -qs '"completed": true' "$out/summary.json" && { echo "$out: already complete"; return; }
+  [ -d "$out" ] && r=(--resume)
+  "$T" train --config "$C" "$@" --out "$out" "${r[@]}"
+}
 echo "=== $(date -u +%FT%TZ) s6 seeds 1-2"
 go $R/d512-L1-lr0.0005-s6-r0.25-uniform-seed1 --seed 1 > /work/study/ahead-seed1.log 2>&1 &
 go $R/d512-L1-lr0.0005-s6-r0.25-uniform-seed2 --seed 2 > /work/study/ahead-seed2.log 2>&1 &
