@@ -148,3 +148,15 @@ def test_the_demo_quotes_tst_s_closest_approach_to_the_frontier(tmp_path):
     assert quoted[-1].strip().startswith("TST's best showing against every baseline at no more FLOPs: d512/L2 lr 0.001 "
                                          "TST (s4-r0.25-uniform) 4.750 vs baseline d128/L2 lr 0.001 4.590: Δ +0.160 [")
     assert demo.committed_study(tmp_path / "missing.json") == []
+    # another document order's pool is quoted after the study's own line, with its order named
+    other = tmp_path / "data-order-seed1"
+    other.mkdir()
+    runs1 = [run(128, 2, "baseline", 0, 4.70, fpp=5.5e6), run(128, 2, "s4-r0.25-uniform", 0, 4.98, fpp=5.5e6), run(512, 2, "baseline", 0, 4.80, fpp=48e6),
+             run(512, 2, "s4-r0.25-uniform", 0, 4.76, fpp=48e6)]
+    rows1 = study.group_deltas(runs1)
+    (other / "study.json").write_text(json.dumps({"against_frontier": study.against_frontier(rows1)}))
+    assert demo.other_orders(other.parent / "study" / "study.json") == [other / "study.json"]
+    quoted = demo.committed_study(path, orders=[other / "study.json"])
+    assert quoted[-1] == ("  document order 1 (data-order-seed1, init seed 0) — TST's best showing against "
+                          "every baseline at no more FLOPs: d512/L2 lr 0.001 TST (s4-r0.25-uniform) 4.760 vs "
+                          "baseline d128/L2 lr 0.001 4.700: Δ +0.060 (1 seed)")

@@ -83,8 +83,14 @@ def best_showing(result: dict) -> list[str]:
             f"Δ {_d(closest['delta'])}"]
 
 
-def committed_study(path: Path = STUDY) -> list[str]:
-    """The committed study's crossover and frontier, quoted (empty when the repository is not at hand)."""
+def other_orders(path: Path = STUDY) -> list[Path]:
+    """The study's pools trained on other document orders (``data-order-seed<N>/study.json`` beside it)."""
+    return sorted(path.parents[1].glob("data-order-seed*/study.json"))
+
+
+def committed_study(path: Path = STUDY, orders: list[Path] | None = None) -> list[str]:
+    """The committed study's crossover and frontier, quoted (empty when the repository is not at hand), and
+    TST's best showing under the other document orders: the init-seed intervals do not cover data order."""
     if not path.is_file():
         return []
     study = json.loads(path.read_text())
@@ -101,7 +107,12 @@ def committed_study(path: Path = STUDY) -> list[str]:
         # a bin compares only the shapes inside it; the line below holds TST against every cheaper baseline too
         lines.append(f"  FLOP bin {f['flops_range'][0]:.2g}–{f['flops_range'][1]:.2g}: best baseline there "
                      f"{_shape(b)} vs best TST there {_shape(t)} ({t['arm']}): Δ {_d(d)}")
-    return lines + [f"  {line}" for line in best_showing(study)]
+    lines += [f"  {line}" for line in best_showing(study)]
+    for pool in other_orders(path) if orders is None else orders:
+        for line in best_showing(json.loads(pool.read_text())):
+            lines.append(f"  document order {pool.parent.name.removeprefix('data-order-seed')} "
+                         f"({pool.parent.name}, init seed 0) — {line}")
+    return lines
 
 
 def describe(cfg) -> str:
