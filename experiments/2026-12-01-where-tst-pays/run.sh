@@ -36,10 +36,11 @@ K=(--dims 512 --layers 1 --lrs 5e-4)
 stage bagsize  "${K[@]}" --bag-sizes 2,6 --fracs 0.25
 stage fraction "${K[@]}" --bag-sizes 4 --fracs 0.1,0.4
 # s = 6 drew level with the d128/L2 baseline (seed 0 ahead): its own baselines at seeds 1-2 (its TST seeds
-# 1-2 were trained ahead of the queue, ahead.sh), then larger bags with a shorter phase (s = 8 at r = 0.25
-# would read 1.04 epochs of this corpus; at r = 0.2, 0.91), then the depth stage's seeds 1-2.
+# 1-2 were trained ahead of the queue, ahead.sh), then larger bags with a shorter phase (the fraction stage
+# found r = 0.1 best at s = 4; s = 8 at r = 0.25 would read 1.04 epochs of this corpus, at r = 0.2 0.91),
+# then the depth stage's seeds 1-2.
 stage3 candidate "${K[@]}" --bag-sizes 6 --fracs 0.25
-stage bag8     "${K[@]}" --bag-sizes 6,8 --fracs 0.2
+stage bag8     "${K[@]}" --bag-sizes 6,8 --fracs 0.1,0.2
 stage3 depth   --dims 256 --layers 1,4,8 --lrs 1e-3 --bag-sizes 4 --fracs 0.25
 stage variants "${K[@]}" --bag-sizes 4 --fracs 0.25 \
                --variants bagging=document,transition_steps=300,fold=batch,loss=sum-to-one
