@@ -19,7 +19,8 @@ for DSEED in 1 2; do
     "$TST" sweep --data "$DATA" --out "$OUT/data-order-seed$DSEED" "${STUDY_FLAGS[@]}" --seeds 1 \
       --dims $DIM --layers $LAYERS --lrs 1e-3 --bag-sizes 4 --fracs 0.25
   done
-  # The frontier candidate found later (run.sh stage bagsize): d512/L1 at lr 5e-4 with s = 6, and its baseline.
+  # The frontier candidates found later (run.sh stages bagsize, bag8): d512/L1 at lr 5e-4 with s = 6, r = 0.2 and
+  # 0.25, and their baseline.
   "$TST" sweep --data "$DATA" --out "$OUT/data-order-seed$DSEED" "${STUDY_FLAGS[@]}" --seeds 1 \
-    --dims 512 --layers 1 --lrs 5e-4 --bag-sizes 6 --fracs 0.25
+    --dims 512 --layers 1 --lrs 5e-4 --bag-sizes 6 --fracs 0.2,0.25
 done
