@@ -29,6 +29,11 @@ class ArgumentParser(argparse.ArgumentParser):
         raise UserError(f"{message} (see `{self.prog} --help`)")
 
 
+def _escape(text: str) -> str:
+    """argparse %-formats help strings: a doc's literal '%' ("near 5% of ...") must reach it as '%%'."""
+    return text.replace("%", "%%")
+
+
 def add_run_flags(p: argparse.ArgumentParser) -> None:
     """Model/training flags shared by ``train``, ``compare``, ``sweep`` and ``demo``."""
     p.add_argument("--data", help="prepared data directory (from `tst prepare`)")
@@ -36,7 +41,7 @@ def add_run_flags(p: argparse.ArgumentParser) -> None:
     from ..config import field_docs  # here, not at import: `tst prepare` uses this module without torch
     docs = field_docs()
     for flag, (key, typ) in TRAIN_FLAGS.items():
-        p.add_argument(flag, type=str, default=None, metavar=typ.__name__.upper(), help=f"{docs.get(key, '')} (sets {key})")
+        p.add_argument(flag, type=str, default=None, metavar=typ.__name__.upper(), help=_escape(f"{docs.get(key, '')} (sets {key})"))
     p.add_argument("--dry-run", action="store_true", help="print the resolved config and the plan, then exit")
 
 
