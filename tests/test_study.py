@@ -43,6 +43,20 @@ def test_width_trend_finds_the_crossover_of_an_exact_line():
     assert t["widths"] == [64, 128, 256, 512]
 
 
+def test_one_seed_gives_a_crossover_without_an_interval_and_flags_extrapolation():
+    # Δ = 0.5 − 0.1·log2(d) at d64 and d128, one seed: the line crosses zero at d32, outside the widths run.
+    # Resampling one seed returns it, so a bootstrap "interval" would be [32, 32]: no uncertainty, wrongly.
+    rows = study.group_deltas(pool(lambda d: 0.5 - 0.1 * math.log2(d), dims=(64, 128), noise=(0.0,)))
+    (t,) = study.width_trends(rows)
+    assert t["crossover_width"] == pytest.approx(32.0) and t["crossover_ci95"] is None
+    assert t["crossover_extrapolated"] is True
+    md = study.format_study({"groups": rows, "width_trends": [t], "frontier": [], "against_frontier": []}, [])
+    assert "| 32 (no interval: one seed at some width), extrapolated beyond the measured d64–d128 |" in md
+    (inside,) = study.width_trends(study.group_deltas(pool(lambda d: 0.7 - 0.1 * math.log2(d))))
+    assert inside["crossover_width"] == pytest.approx(128.0) and inside["crossover_extrapolated"] is False
+    assert inside["crossover_ci95"] == pytest.approx([128.0, 128.0])  # 3 seeds with identical Δ: a true point
+
+
 def test_a_trend_interval_does_not_move_when_another_series_lands():
     noisy = []  # per-seed Δ spread, so the bootstrap interval depends on the draws
     for d in (64, 128, 256, 512):

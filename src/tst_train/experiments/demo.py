@@ -99,7 +99,8 @@ def committed_study(path: Path = STUDY, orders: list[Path] | None = None) -> lis
         cross = t.get("crossover_width")
         ci = t.get("crossover_ci95")
         where = ("Δ does not fall with width" if cross is None else
-                 f"the fitted trend crosses zero at d ≈ {cross:.0f}" + (f" [{ci[0]:.0f}, {ci[1]:.0f}]" if ci else ""))
+                 f"the fitted trend crosses zero at d ≈ {cross:.0f}" + (f" [{ci[0]:.0f}, {ci[1]:.0f}]" if ci else "")
+                 + (" (extrapolated beyond the widths run)" if t.get("crossover_extrapolated") else ""))
         widths = ", ".join(f"d{w}: {_d(d)}" for w, d in zip(t["widths"], t["delta"]))
         lines.append(f"  depth {t['n_layers']}, lr {t['lr']:g}, {t['arm']}: {widths}; {where}")
     for f in study.get("frontier", []):

@@ -142,7 +142,15 @@ def width_trends(rows: list[dict], seed: int = 0) -> list[dict]:
                  "widths": [r["dim"] for r in rs], "delta": [r["delta"] for r in rs]}
         if fit is not None:
             a, b = fit
-            trend.update(intercept=a, slope_per_doubling=b, crossover_width=_crossover(a, b))
+            cross = _crossover(a, b)
+            trend.update(intercept=a, slope_per_doubling=b, crossover_width=cross,
+                         # a zero outside the measured widths is the line's extrapolation, not a measurement
+                         crossover_extrapolated=cross is not None and not min(trend["widths"]) <= cross <= max(trend["widths"]))
+            if min(len(ds) for _, ds in per_width) < 2:
+                # resampling one seed returns that seed: the "interval" would be a point, not an uncertainty
+                trend.update(crossover_ci95=None, crossover_found_in=None)
+                out.append(trend)
+                continue
             boots = []
             for _ in range(BOOTSTRAP):
                 sample = [(x, d) for x, ds in per_width for d in rng.choices(ds, k=len(ds))]
@@ -292,8 +300,12 @@ def format_study(result: dict, plots: list[str]) -> str:
             cross_txt = "none (Δ does not fall with width)" if cross is None else f"{cross:.0f}"
             if cross is not None and t.get("crossover_ci95"):
                 cross_txt += f" [{t['crossover_ci95'][0]:.0f}, {t['crossover_ci95'][1]:.0f}]"
+            elif cross is not None and t.get("crossover_found_in") is None:
+                cross_txt += " (no interval: one seed at some width)"
             elif cross is not None:
                 cross_txt += f" (interval undefined: {100 * (1 - t['crossover_found_in']):.0f}% of resamples find no crossover)"
+            if t.get("crossover_extrapolated"):
+                cross_txt += f", extrapolated beyond the measured d{min(t['widths'])}–d{max(t['widths'])}"
             md.append(f"| {t['n_layers']} | {t['lr']:g} | {t['steps']} | {t['arm']} | {', '.join(map(str, t['widths']))} | "
                       f"{per} | {slope} | {cross_txt} |")
         md.append("")
