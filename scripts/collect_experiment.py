@@ -34,6 +34,9 @@ def collect(src: Path, dst: Path) -> None:
         for name in KEEP_RUN:
             if (run / name).is_file():
                 shutil.copy2(run / name, out / name)
+        if not (run / "metrics.jsonl").is_file():  # a run collected before (a pool rebuilt from experiments/)
+            shutil.copy2(run / "evals.jsonl", out / "evals.jsonl")
+            continue
         lines = []
         for line in (run / "metrics.jsonl").read_text().splitlines():
             rec = json.loads(line)

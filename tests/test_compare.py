@@ -182,6 +182,11 @@ def test_sweep_over_shapes_and_budgets(tiny_data, tmp_path, capfd):
     assert main(["sweep", "--out", str(record), "--report-only"]) == 0
     again = json.loads((record / "study.json").read_text())
     assert [g["delta"] for g in again["groups"]] == [g["delta"] for g in study["groups"]]
+    # a pool rebuilt from the record (a fresh machine continuing a study) collects again, unchanged
+    second = tmp_path / "record2"
+    collect.collect(record, second)
+    assert sorted(p.parent.name for p in second.glob("runs/*/evals.jsonl")) == sorted(p.parent.name for p in record.glob("runs/*/evals.jsonl")) != []
+    assert all((second / p.relative_to(record)).read_text() == p.read_text() for p in record.glob("runs/*/evals.jsonl"))
 
 
 def test_reuse_refuses_a_run_trained_with_other_numbers(tiny_data, tmp_path, capsys):

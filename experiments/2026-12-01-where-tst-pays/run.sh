@@ -38,9 +38,10 @@ stage fraction "${K[@]}" --bag-sizes 4 --fracs 0.1,0.4
 # s = 6 drew level with the d128/L2 baseline (seed 0 ahead): its own baselines at seeds 1-2 (its TST seeds
 # 1-2 were trained ahead of the queue, ahead.sh), then larger bags with a shorter phase (the fraction stage
 # found r = 0.1 best at s = 4; s = 8 at r = 0.25 would read 1.04 epochs of this corpus, at r = 0.2 0.91),
-# then the depth stage's seeds 1-2.
+# then the depth stage's seeds 1-2, the one-layer shape first (it alone favours TST at seed 0, and is the cheapest).
 stage3 candidate "${K[@]}" --bag-sizes 6 --fracs 0.25
 stage bag8     "${K[@]}" --bag-sizes 6,8 --fracs 0.1,0.2
+stage3 depth1  --dims 256 --layers 1 --lrs 1e-3 --bag-sizes 4 --fracs 0.25
 stage3 depth   --dims 256 --layers 1,4,8 --lrs 1e-3 --bag-sizes 4 --fracs 0.25
 stage variants "${K[@]}" --bag-sizes 4 --fracs 0.25 \
                --variants bagging=document,transition_steps=300,fold=batch,loss=sum-to-one
