@@ -264,3 +264,44 @@ def test_dry_runs_list_the_runs_and_write_nothing(tiny_data, tmp_path, capsys):
     # a run trained with other numbers is refused by the dry run too, in one line
     assert main([a if a != "12" else "14" for a in args] + ["--dry-run"]) == 2
     assert "cannot stand for this run" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("target,signame", [("parent", "SIGTERM"), ("group", "SIGINT")])
+def test_a_stop_signal_to_a_parallel_sweep_checkpoints_the_runs_in_flight_and_starts_no_other(tiny_data, tmp_path,
+                                                                                             target, signame):
+    """SIGTERM to the `tst compare --jobs 2` process alone (as a scheduler or `kill PID` sends it), or Ctrl-C (SIGINT
+    to the whole process group): the two runs in flight checkpoint and stop, the queued ones never start (the
+    pool had already handed each worker its next run: they once trained on, orphaned), and the command says so
+    on one line and exits 75."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    out = tmp_path / "cmp"
+    args = ["compare", "--data", str(tiny_data), "--out", str(out), "--arms", "baseline,tst", "--seeds", "3",
+            "--jobs", "2", *[a if a != "12" else "4000" for a in TINY], "--eval-every", "0", "--tasks", "none"]
+    code = f"import sys; from tst_train.cli import main; sys.exit(main({args!r}))"
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and len([p for p in out.glob("runs/*/metrics.jsonl") if p.stat().st_size]) < 2:
+        time.sleep(0.2)
+    workers = subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True).stdout.split()
+    sig = getattr(signal, signame)
+    os.kill(proc.pid, sig) if target == "parent" else os.killpg(proc.pid, sig)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 75, err
+    lines = [line for line in err.splitlines() if line.startswith("stopped:")]
+    assert len(lines) == 1 and f"by {signame}: 2 runs checkpointed" in lines[0] and "4 not started" in lines[0], err
+    assert "Traceback" not in err, err
+    started = sorted(p.parent.name for p in out.glob("runs/*/metrics.jsonl"))
+    assert started == ["baseline-seed0", "tst-seed0"]
+    for name in started:
+        summary = json.loads((out / "runs" / name / "summary.json").read_text())
+        assert summary["interrupted_by"] == signame and not summary["completed"]
+        assert list((out / "runs" / name / "checkpoints").glob("step_*"))
+    time.sleep(1)
+    alive = [pid for pid in workers if os.path.exists(f"/proc/{pid}") and "zombie" not in
+             open(f"/proc/{pid}/status").read()]
+    assert workers and not alive  # no orphaned worker trains on

@@ -7,6 +7,18 @@ class UserError(Exception):
     """Bad input from the user (data, config, flags, paths). Its message says what is wrong and how to fix it."""
 
 
+class Interrupted(Exception):
+    """Stopped by a signal after checkpointing (the CLI prints the message and exits 75, EX_TEMPFAIL):
+    rerunning the same command continues. ``run``: the run directory's name, when one run stopped."""
+
+    def __init__(self, message: str, run: str | None = None) -> None:
+        super().__init__(message, run)  # both in args: the exception crosses from a pool worker by pickle
+        self.run = run
+
+    def __str__(self) -> str:
+        return self.args[0]
+
+
 @contextlib.contextmanager
 def io_errors(action: str):
     """Turn the ways a write can fail on a user's machine into one-line errors that say what happened.

@@ -75,7 +75,7 @@ class StopFlag:
     def _handle(self, signum, frame) -> None:
         if self.signum is not None and signum == signal.SIGINT:
             raise KeyboardInterrupt  # a second Ctrl-C stops at once
-        self.signum = signum
+        self.signum = self.signum or signum  # the first signal is the cause (a parallel sweep forwards a SIGTERM)
 
     def __exit__(self, *exc) -> None:
         for sig, old in self._old.items():

@@ -11,7 +11,7 @@ from __future__ import annotations
 import importlib
 import sys
 
-from ..errors import UserError
+from ..errors import Interrupted, UserError
 
 
 def _lazy(module: str, func: str):
@@ -69,6 +69,9 @@ def _main(argv: list[str] | None) -> int:
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except Interrupted as e:
+        print(f"stopped: {e}", file=sys.stderr)
+        return 75  # EX_TEMPFAIL, as `tst train` after a signal
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

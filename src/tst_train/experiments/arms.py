@@ -8,13 +8,15 @@ from __future__ import annotations
 
 import copy
 import math
+import os
+import signal
 from pathlib import Path
 
 from .. import rundir
 from ..checkpoint import list_checkpoints
 from ..config import Config, numbers_differ
 from ..data.loader import check_data_dir
-from ..errors import UserError
+from ..errors import Interrupted, UserError
 from ..train import make_schedule, plan, run_training
 
 ARMS = ("baseline", "tst", "input-only", "output-only", "tst-reinit", "baseline-equal-data")
@@ -88,7 +90,8 @@ def run_arm(cfg: Config, run_dir: Path, log) -> dict:
     log(f"  {run_dir.name}: {'resuming' if resume else 'training'} ({cfg.tst.mode}, {cfg.train.steps} steps)")
     summary = run_training(cfg, run_dir, resume=resume)
     if not summary["completed"]:
-        raise KeyboardInterrupt
+        raise Interrupted(f"{run_dir.name} stopped by {summary['interrupted_by']} after step {summary['steps']} "
+                          "(checkpoint saved); rerun the same command to continue", run=run_dir.name)
     return summary
 
 
@@ -134,11 +137,85 @@ def run_arms(jobs: list[tuple[Config, Path]], n_parallel: int, log=print) -> Non
         return
     import concurrent.futures as cf
     import multiprocessing as mp
-    with cf.ProcessPoolExecutor(n_parallel, mp_context=mp.get_context("spawn")) as pool:
+    stop: dict = {}
+    with cf.ProcessPoolExecutor(n_parallel, mp_context=mp.get_context("spawn"), initializer=_worker_init) as pool:
         futures = []
         for cfg, run_dir in jobs:
             cfg = copy.deepcopy(cfg)
             cfg.train.threads = cfg.train.threads or 1
-            futures.append(pool.submit(run_arm, cfg, run_dir, print))
-        for f in futures:
-            f.result()
+            futures.append(pool.submit(_run_in_worker, cfg, run_dir, print))
+        with _forward_stop_signals(pool, futures, stop):
+            stopped = []
+            for f in futures:
+                try:
+                    if not f.cancelled():
+                        f.result()
+                except cf.CancelledError:
+                    pass
+                except Interrupted as e:
+                    stopped.append(e.run)
+    if stop or stopped:
+        left = sum(1 for f in futures if f.cancelled() or (f.done() and f.exception() is None and f.result() is None))
+        raise Interrupted(f"by {stop.get('name', 'a signal')}: {len(stopped)} runs checkpointed "
+                          f"({', '.join(stopped) or 'none'}), {left} not started; rerun the same command to continue")
+
+
+# A stop signal (Ctrl-C, SIGTERM from a scheduler) must end a parallel sweep the way it ends `tst train`: the
+# runs in flight checkpoint and stop, and none of the queued ones starts — the pool had already handed each
+# worker its next run, which would otherwise train unattended after the parent is gone.
+_worker_stopped = False
+
+
+def _worker_init() -> None:
+    """In each pool worker: a stop signal between runs marks the worker stopped (during a run the trainer's
+    own handler takes it and checkpoints)."""
+    def note(signum, frame):
+        global _worker_stopped
+        _worker_stopped = True
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, note)
+
+
+def _run_in_worker(cfg: Config, run_dir: Path, log) -> dict | None:
+    """``run_arm`` in a pool worker; once this worker was stopped, the runs still queued to it are skipped (None)."""
+    global _worker_stopped
+    if _worker_stopped:
+        return None
+    try:
+        return run_arm(cfg, run_dir, log)
+    except Interrupted:
+        _worker_stopped = True
+        raise
+
+
+class _forward_stop_signals:
+    """In the parent while the pool works: on SIGTERM/SIGINT cancel the runs not yet handed out and pass SIGTERM
+    to the workers (a signal sent to the parent alone must reach the runs too; one sent to the whole process
+    group reaches them twice, which the trainer's handler treats as one stop)."""
+
+    def __init__(self, pool, futures, stop: dict) -> None:
+        self.pool, self.futures, self.stop, self.old = pool, futures, stop, {}
+
+    def __enter__(self):
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            try:
+                self.old[sig] = signal.signal(sig, self._handle)
+            except ValueError:  # not the main thread: leave the signals alone
+                pass
+        return self
+
+    def _handle(self, signum, frame) -> None:
+        if self.stop and signum == signal.SIGINT:
+            raise KeyboardInterrupt  # a second Ctrl-C: stop waiting at once
+        self.stop["name"] = signal.Signals(signum).name
+        for f in self.futures:
+            f.cancel()
+        for proc in list(getattr(self.pool, "_processes", {}).values()):
+            try:
+                os.kill(proc.pid, signal.SIGTERM)
+            except (ProcessLookupError, OSError):
+                pass
+
+    def __exit__(self, *exc) -> None:
+        for sig, old in self.old.items():
+            signal.signal(sig, old)
