@@ -92,6 +92,17 @@ def test_superposition_frac_zero_is_the_baseline_exactly(tiny_data, tmp_path):
     assert losses(tmp_path / "a") == losses(tmp_path / "b")
 
 
+def test_a_stop_signal_noted_before_the_loop_stops_the_run_at_its_first_step(tiny_data, tmp_path, monkeypatch):
+    """A parallel sweep's worker notes a SIGTERM that lands while a run is being set up (StopFlag.pending):
+    the run must not then train to the end, but stop after one step with a checkpoint."""
+    from tst_train.checkpoint import list_checkpoints
+    from tst_train.train import StopFlag
+    monkeypatch.setattr(StopFlag, "pending", signal.SIGTERM)
+    summary = run_training(tiny_config(tiny_data), tmp_path / "run")
+    assert not summary["completed"] and summary["interrupted_by"] == "SIGTERM" and summary["steps"] == 1
+    assert [c.name for c in list_checkpoints(tmp_path / "run" / "checkpoints")] == ["step_0000001"]
+
+
 @pytest.mark.parametrize("stop_at", [5, 12, 17])  # phase 1, exactly at the boundary, phase 2
 def test_graceful_stop_and_resume_is_bit_identical(tiny_data, tmp_path, stop_at):
     ref = tmp_path / "ref"

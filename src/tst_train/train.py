@@ -58,10 +58,16 @@ class TrainState:
 
 
 class StopFlag:
-    """SIGTERM/SIGINT → checkpoint at the next step boundary and exit cleanly (preemption, Ctrl-C)."""
+    """SIGTERM/SIGINT → checkpoint at the next step boundary and exit cleanly (preemption, Ctrl-C).
+
+    ``pending``: a stop signal that arrived before the loop installed this handler (a parallel sweep's worker
+    notes one that lands while a run is still being set up), so that run stops at its first step boundary.
+    """
+
+    pending: int | None = None
 
     def __init__(self) -> None:
-        self.signum = None
+        self.signum = StopFlag.pending
         self._old = {}
 
     def __enter__(self):

@@ -17,7 +17,7 @@ from ..checkpoint import list_checkpoints
 from ..config import Config, numbers_differ
 from ..data.loader import check_data_dir
 from ..errors import Interrupted, UserError
-from ..train import make_schedule, plan, run_training
+from ..train import StopFlag, make_schedule, plan, run_training
 
 ARMS = ("baseline", "tst", "input-only", "output-only", "tst-reinit", "baseline-equal-data")
 BASELINES = ("baseline", "baseline-equal-data")
@@ -172,6 +172,7 @@ def _worker_init() -> None:
     def note(signum, frame):
         global _worker_stopped
         _worker_stopped = True
+        StopFlag.pending = signum  # a run being set up stops at its first step boundary, with a checkpoint
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, note)
 
