@@ -52,7 +52,7 @@ from collect_experiment import collect  # noqa: E402
 from tst_train import rundir  # noqa: E402
 from tst_train.cli.args import parse_dotted  # noqa: E402
 from tst_train.config import Config, apply_mapping, load_toml, set_value  # noqa: E402
-from tst_train.errors import UserError  # noqa: E402
+from tst_train.errors import Interrupted, UserError  # noqa: E402
 from tst_train.experiments import analysis  # noqa: E402
 from tst_train.experiments.arms import run_arm  # noqa: E402
 from tst_train.experiments.compare import summarize  # noqa: E402
@@ -329,7 +329,7 @@ def train_pair(cfg: Config, run_dir: Path, log) -> dict:
         summary = run_arm(cfg, run_dir, log)
         return {"status": "completed", "seconds": time.monotonic() - t0, "train_seconds": summary["train_time"],
                 "reused": reused}
-    except (KeyboardInterrupt, BudgetStop):
+    except (Interrupted, KeyboardInterrupt, BudgetStop):  # run_arm raises Interrupted after a signal's checkpoint
         steps = (rundir.read_summary(run_dir) or {}).get("steps", 0) if rundir.is_run_dir(run_dir) else 0
         return {"status": "stopped", "seconds": time.monotonic() - t0, "steps": steps}
     except Exception as e:  # a broken run must not cost the report of the others
