@@ -59,7 +59,15 @@ def provenance() -> dict:
     return {"argv": sys.argv, "git": git_revision(), "python": platform.python_version(), "torch": torch.__version__,
             "host": platform.node(), "machine": platform.machine(), "cpu_count": os.cpu_count(),
             "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
-            "world_size": int(os.environ.get("WORLD_SIZE", "1"))}
+            "cpu_kernels": cpu_kernels(), "world_size": int(os.environ.get("WORLD_SIZE", "1"))}
+
+
+def cpu_kernels() -> str | None:
+    """The CPU instruction set torch dispatches to (e.g. AVX512, AVX2): two CPUs that differ here round
+    differently, so the same run's losses agree to ~6 digits after ~100 steps, not bit for bit."""
+    import torch
+    get = getattr(getattr(torch.backends, "cpu", None), "get_cpu_capability", None)
+    return get() if get else None
 
 
 def is_run_dir(path: Path) -> bool:

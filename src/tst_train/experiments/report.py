@@ -161,7 +161,9 @@ def machine_description() -> str:
     except OSError:
         pass
     gpu = f", GPU {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else ", no GPU"
-    return f"{cpu}, {os.cpu_count()} cores{gpu}, torch {torch.__version__}"
+    from ..rundir import cpu_kernels
+    kernels = f" ({cpu_kernels()} kernels)" if cpu_kernels() else ""
+    return f"{cpu}{kernels}, {os.cpu_count()} cores{gpu}, torch {torch.__version__}"
 
 
 def write_report(out: Path, summary: dict) -> None:
