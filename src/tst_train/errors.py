@@ -7,6 +7,9 @@ class UserError(Exception):
     """Bad input from the user (data, config, flags, paths). Its message says what is wrong and how to fix it."""
 
 
+EXIT_INTERRUPTED = 75  # EX_TEMPFAIL: stopped by a signal after checkpointing; rerun to continue
+
+
 class Interrupted(Exception):
     """Stopped by a signal after checkpointing (the CLI prints the message and exits 75, EX_TEMPFAIL):
     rerunning the same command continues. ``run``: the run directory's name, when one run stopped."""

@@ -36,8 +36,6 @@ from .model import Transformer
 from .objective import TrainObjective
 from .optim import build_optimizer, lr_at, reset_moments, set_lr
 
-EXIT_INTERRUPTED = 75  # EX_TEMPFAIL: stopped by a signal after checkpointing; rerun with --resume
-
 # Dense bf16 peaks (TFLOP/s) for MFU when --log.peak_tflops is not given.
 KNOWN_PEAK_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0, "B200": 2250.0}
 
@@ -66,8 +64,9 @@ class StopFlag:
 
     pending: int | None = None
 
-    def __init__(self) -> None:
+    def __init__(self, on_stop=None) -> None:
         self.signum = StopFlag.pending
+        self.on_stop = on_stop  # called with the signal number on each stop signal (a sweep forwards it)
         self._old = {}
 
     def __enter__(self):
@@ -82,6 +81,8 @@ class StopFlag:
         if self.signum is not None and signum == signal.SIGINT:
             raise KeyboardInterrupt  # a second Ctrl-C stops at once
         self.signum = self.signum or signum  # the first signal is the cause (a parallel sweep forwards a SIGTERM)
+        if self.on_stop is not None:
+            self.on_stop(signum)
 
     def __exit__(self, *exc) -> None:
         for sig, old in self._old.items():

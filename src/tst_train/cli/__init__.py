@@ -11,7 +11,7 @@ from __future__ import annotations
 import importlib
 import sys
 
-from ..errors import Interrupted, UserError
+from ..errors import EXIT_INTERRUPTED, Interrupted, UserError
 
 
 def _lazy(module: str, func: str):
@@ -71,7 +71,7 @@ def _main(argv: list[str] | None) -> int:
         return 2
     except Interrupted as e:
         print(f"stopped: {e}", file=sys.stderr)
-        return 75  # EX_TEMPFAIL, as `tst train` after a signal
+        return EXIT_INTERRUPTED
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

@@ -30,7 +30,7 @@ def train_command(argv: list[str]) -> int:
     if args.dry_run:
         return dry_run(cfg)
     from .. import api, distributed
-    from ..train import EXIT_INTERRUPTED
+    from ..errors import EXIT_INTERRUPTED
     summary = api.train(cfg, out, resume=args.resume)
     if not summary["completed"]:
         if distributed.is_main():  # once, not once per rank

@@ -137,86 +137,61 @@ def run_arms(jobs: list[tuple[Config, Path]], n_parallel: int, log=print) -> Non
         return
     import concurrent.futures as cf
     import multiprocessing as mp
-    stop: dict = {}
     with cf.ProcessPoolExecutor(n_parallel, mp_context=mp.get_context("spawn"), initializer=_worker_init) as pool:
         futures = []
         for cfg, run_dir in jobs:
             cfg = copy.deepcopy(cfg)
             cfg.train.threads = cfg.train.threads or 1
             futures.append(pool.submit(_run_in_worker, cfg, run_dir, print))
-        with _forward_stop_signals(pool, futures, stop):
-            stopped = []
+        stopped, skipped = [], 0
+        with StopFlag(on_stop=lambda signum: _stop_pool(pool, futures)) as stop:
             for f in futures:
                 try:
-                    if not f.cancelled():
-                        f.result()
+                    skipped += f.result() is None
                 except cf.CancelledError:
-                    pass
+                    skipped += 1
                 except Interrupted as e:
                     stopped.append(e.run)
-    if stop or stopped:
-        left = sum(1 for f in futures if f.cancelled() or (f.done() and f.exception() is None and f.result() is None))
-        raise Interrupted(f"by {stop.get('name', 'a signal')}: {len(stopped)} runs checkpointed "
-                          f"({', '.join(stopped) or 'none'}), {left} not started; rerun the same command to continue")
+    if stop.signum is not None or stopped:
+        by = signal.Signals(stop.signum).name if stop.signum is not None else "a signal"
+        raise Interrupted(f"by {by}: {len(stopped)} runs checkpointed ({', '.join(stopped) or 'none'}), "
+                          f"{skipped} not started; rerun the same command to continue")
 
 
 # A stop signal (Ctrl-C, SIGTERM from a scheduler) must end a parallel sweep the way it ends `tst train`: the
 # runs in flight checkpoint and stop, and none of the queued ones starts — the pool had already handed each
 # worker its next run, which would otherwise train unattended after the parent is gone.
-_worker_stopped = False
+# In a worker, StopFlag.pending says that worker was stopped: set by a signal that lands between runs (or while
+# one is being set up: it then stops at its first step boundary, with a checkpoint) or after a run stopped.
 
 
 def _worker_init() -> None:
-    """In each pool worker: a stop signal between runs marks the worker stopped (during a run the trainer's
-    own handler takes it and checkpoints)."""
+    """In each pool worker: a stop signal outside a run's loop is noted (inside it the trainer's StopFlag takes it)."""
     def note(signum, frame):
-        global _worker_stopped
-        _worker_stopped = True
-        StopFlag.pending = signum  # a run being set up stops at its first step boundary, with a checkpoint
+        StopFlag.pending = signum
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, note)
 
 
 def _run_in_worker(cfg: Config, run_dir: Path, log) -> dict | None:
     """``run_arm`` in a pool worker; once this worker was stopped, the runs still queued to it are skipped (None)."""
-    global _worker_stopped
-    if _worker_stopped:
+    if StopFlag.pending is not None:
         return None
     try:
         return run_arm(cfg, run_dir, log)
     except Interrupted:
-        _worker_stopped = True
+        StopFlag.pending = signal.SIGTERM
         raise
 
 
-class _forward_stop_signals:
-    """In the parent while the pool works: on SIGTERM/SIGINT cancel the runs not yet handed out and pass SIGTERM
-    to the workers (a signal sent to the parent alone must reach the runs too; one sent to the whole process
-    group reaches them twice, which the trainer's handler treats as one stop)."""
-
-    def __init__(self, pool, futures, stop: dict) -> None:
-        self.pool, self.futures, self.stop, self.old = pool, futures, stop, {}
-
-    def __enter__(self):
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            try:
-                self.old[sig] = signal.signal(sig, self._handle)
-            except ValueError:  # not the main thread: leave the signals alone
-                pass
-        return self
-
-    def _handle(self, signum, frame) -> None:
-        if self.stop and signum == signal.SIGINT:
-            raise KeyboardInterrupt  # a second Ctrl-C: stop waiting at once
-        self.stop["name"] = signal.Signals(signum).name
-        for f in self.futures:
-            f.cancel()
-        for proc in list(getattr(self.pool, "_processes", {}).values()):
-            try:
-                os.kill(proc.pid, signal.SIGTERM)
-            except (ProcessLookupError, OSError):
-                pass
-
-    def __exit__(self, *exc) -> None:
-        for sig, old in self.old.items():
-            signal.signal(sig, old)
+def _stop_pool(pool, futures) -> None:
+    """The parent's stop: cancel the runs not yet handed out and pass SIGTERM to the workers (a signal sent to the
+    parent alone must reach the runs too; one sent to the whole process group reaches them twice, which the
+    trainer's StopFlag treats as one stop)."""
+    for f in futures:
+        f.cancel()
+    for proc in list(getattr(pool, "_processes", {}).values()):
+        try:
+            os.kill(proc.pid, signal.SIGTERM)
+        except OSError:  # already gone
+            pass

@@ -162,7 +162,8 @@ def machine_description() -> str:
         pass
     gpu = f", GPU {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else ", no GPU"
     from ..rundir import cpu_kernels
-    kernels = f" ({cpu_kernels()} kernels)" if cpu_kernels() else ""
+    kernels = cpu_kernels()
+    kernels = f" ({kernels} kernels)" if kernels else ""
     return f"{cpu}{kernels}, {os.cpu_count()} cores{gpu}, torch {torch.__version__}"
 
 

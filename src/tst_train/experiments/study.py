@@ -146,22 +146,26 @@ def width_trends(rows: list[dict], seed: int = 0) -> list[dict]:
             trend.update(intercept=a, slope_per_doubling=b, crossover_width=cross,
                          # a zero outside the measured widths is the line's extrapolation, not a measurement
                          crossover_extrapolated=cross is not None and not min(trend["widths"]) <= cross <= max(trend["widths"]))
-            if min(len(ds) for _, ds in per_width) < 2:
-                # resampling one seed returns that seed: the "interval" would be a point, not an uncertainty
-                trend.update(crossover_ci95=None, crossover_found_in=None)
-                out.append(trend)
-                continue
-            boots = []
-            for _ in range(BOOTSTRAP):
-                sample = [(x, d) for x, ds in per_width for d in rng.choices(ds, k=len(ds))]
-                f = _fit(sample)
-                boots.append(_crossover(*f) if f else None)
-            finite = sorted(c for c in boots if c is not None)
-            trend["crossover_ci95"] = ([finite[int(0.025 * len(boots))], finite[int(0.975 * len(boots)) - 1]]
-                                       if len(finite) >= 0.95 * len(boots) else None)
-            trend["crossover_found_in"] = len(finite) / len(boots)
+            ci, found_in = _crossover_interval(per_width, rng)
+            trend.update(crossover_ci95=ci, crossover_found_in=found_in)
         out.append(trend)
     return out
+
+
+def _crossover_interval(per_width: list[tuple[float, list[float]]], rng: random.Random) -> tuple[list | None, float | None]:
+    """Bootstrap over the seeds at each width: (95 % interval of the crossover or None, share of resamples
+    that find one). (None, None) when some width has one seed: resampling it returns it, so the "interval"
+    would be a point, not an uncertainty."""
+    if min(len(ds) for _, ds in per_width) < 2:
+        return None, None
+    boots = []
+    for _ in range(BOOTSTRAP):
+        f = _fit([(x, d) for x, ds in per_width for d in rng.choices(ds, k=len(ds))])
+        boots.append(_crossover(*f) if f else None)
+    finite = sorted(c for c in boots if c is not None)
+    ci = ([finite[int(0.025 * len(boots))], finite[int(0.975 * len(boots)) - 1]]
+          if len(finite) >= 0.95 * len(boots) else None)
+    return ci, len(finite) / len(boots)
 
 
 def _crossover(a: float, b: float) -> float | None:
