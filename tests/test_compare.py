@@ -233,6 +233,29 @@ def test_demo_runs_its_shapes_and_states_what_it_measured(tiny_data, tmp_path, c
     assert "8 steps × 2 rows" in demo and "against every baseline at no more FLOPs" in demo  # the report describes what ran, the user's flags included
 
 
+def test_a_bad_out_or_data_is_one_line_and_writes_or_replaces_nothing(tiny_data, tmp_path, capsys):
+    """compare/sweep check --data before writing --out; the demo never replaces a folder it did not prepare."""
+    missing = str(tmp_path / "no-such-data")
+    for cmd in (["compare"], ["sweep", "--dims", "16"]):
+        out = tmp_path / cmd[0]
+        assert main([*cmd, "--data", missing, "--out", str(out), *TINY]) == 2
+        err = capsys.readouterr().err
+        assert "does not exist" in err and err.count("\n") == 1 and not out.exists()
+    a_file = tmp_path / "a-file"
+    a_file.write_text("mine")
+    assert main(["demo", "--out", str(a_file)]) == 2
+    assert "is not a directory" in capsys.readouterr().err and a_file.read_text() == "mine"
+    precious = tmp_path / "project" / "data" / "notes.txt"  # a user's folder that happens to be called data
+    precious.parent.mkdir(parents=True)
+    precious.write_text("mine")
+    assert main(["demo", "--out", str(tmp_path / "project")]) == 2
+    err = capsys.readouterr().err
+    assert "would replace it" in err and err.count("\n") == 1 and precious.read_text() == "mine"
+    assert main(["demo", "--out", str(tmp_path / "d"), "--data", str(precious.parent)]) == 2
+    assert "has no meta.json" in capsys.readouterr().err and precious.read_text() == "mine"
+    assert not (tmp_path / "d").exists() and sorted(p.name for p in precious.parent.iterdir()) == ["notes.txt"]
+
+
 def test_dry_runs_list_the_runs_and_write_nothing(tiny_data, tmp_path, capsys):
     """`--dry-run` of compare/sweep/demo plans every run (FLOPs, data, what a rerun would do) and trains nothing."""
     out = tmp_path / "sweep"

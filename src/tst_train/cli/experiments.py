@@ -15,6 +15,7 @@ from pathlib import Path
 from tst.weights import WEIGHTINGS
 
 from ..config import Config, help_epilog
+from ..data.layout import check_data_dir
 from ..errors import UserError
 from ..experiments.arms import ARMS, arm_config
 from ..tasks import parse_tasks
@@ -69,6 +70,7 @@ def compare_command(argv: list[str]) -> int:
         arm_config(base, spec, base.train.seed, 1)  # every arm's options are checked before anything trains
     if not base.data.path:
         raise UserError("no data: pass --data DATA_DIR (prepare one with `tst prepare --input bundled --out DATA_DIR`)")
+    check_data_dir(base.data.path)  # before --out is written: a bad --data leaves nothing behind
     out = Path(args.out)
     _check_out(out, "base_config.json", "`tst compare`")
     n_parallel = positive_int(args.jobs, "--jobs")
@@ -150,6 +152,7 @@ def sweep_command(argv: list[str]) -> int:
         raise UserError("--dims must be positive multiples of 8 and --layers >= 1")
     if any(not (0 < x < float("inf")) for x in lrs + budgets):
         raise UserError("--lrs and --budgets must be positive, finite numbers")
+    check_data_dir(base.data.path)  # before --out is written: a bad --data leaves nothing behind
     out = Path(args.out)
     _check_out(out, "sweep_config.json", "`tst sweep`")
     n_parallel = positive_int(args.jobs, "--jobs")
@@ -198,18 +201,34 @@ def demo_parser() -> ArgumentParser:
     return p
 
 
+def _demo_paths(args) -> tuple[Path, Path]:
+    """The demo's output and data folders, checked before anything is written or replaced."""
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out} exists and is not a directory; choose a new --out")
+    _check_out(out / "report", "sweep_config.json", "`tst demo`")
+    if args.data:
+        # the demo prepares only its own out/data: a folder the user names is used as it is, never replaced
+        check_data_dir(args.data)
+        return out, Path(args.data)
+    data_dir = out / "data"
+    if data_dir.exists() and not (data_dir / "meta.json").is_file() and (
+            not data_dir.is_dir() or any(data_dir.iterdir())):
+        raise UserError(f"{data_dir} exists and is not a prepared data folder, and the demo would replace it: "
+                        "choose a new --out")
+    return out, data_dir
+
+
 def demo_command(argv: list[str]) -> int:
     p = demo_parser()
     from ..experiments.demo import DEMO_FLAGS, DEMO_SHAPES, DEMO_VOCAB, prepare_demo_data, write_demo_report
     args, extra = p.parse_known_args(DEMO_FLAGS + argv)  # the user's flags come last, so they win
-    out = Path(args.out)
-    data_dir = Path(args.data) if args.data else out / "data"
     base, _ = resolve_config(args, extra)
-    _check_out(out / "report", "sweep_config.json", "`tst demo`")
+    out, data_dir = _demo_paths(args)
     sweep = dict(bags=[base.tst.bag_size], fracs=[base.tst.superposition_frac], weightings=["uniform"],
                  seeds=_seeds(args, base), shapes=DEMO_SHAPES, lrs=[base.train.lr])
     if args.dry_run:
-        if not (data_dir / "meta.json").is_file():
+        if not args.data and not (data_dir / "meta.json").is_file():
             raise UserError(f"`tst demo --dry-run` plans on prepared data and {data_dir} has none: run `tst demo` "
                             f"(it prepares it), or `tst prepare --input bundled --out {data_dir} --vocab-size {DEMO_VOCAB}`")
         base.data.path = str(data_dir)
