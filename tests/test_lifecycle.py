@@ -96,7 +96,10 @@ def test_eval_matches_the_log_and_the_export_scores_the_same(tiny_run, tiny_data
 
 
 def test_eval_user_errors(tiny_run, tmp_path, capsys):
+    record = tmp_path / "record"  # a finished run collected without its weights, as in experiments/
+    shutil.copytree(tiny_run, record, ignore=shutil.ignore_patterns("checkpoints"))
     cases = [(["eval", str(tmp_path / "none")], "neither a run directory"),
+             (["eval", str(record)], "finished, but holds no checkpoint"),
              (["eval", f"{tiny_run}:3"], "no checkpoint at step 3; saved steps: 4, 6, 8, 12"),
              (["eval", str(tiny_run), "--tasks", "hellaswag"], "unknown task"),
              (["eval", str(tiny_run), "--limit", "0"], "--limit must be a whole number >= 1"),

@@ -97,6 +97,9 @@ def _load_run(run_dir: Path, step: int | None, with_tokenizer: bool) -> Loaded:
     cfg = rundir.read_config(run_dir)
     steps = checkpoint_steps(run_dir)
     if not steps:
+        if (rundir.read_summary(run_dir) or {}).get("completed"):  # e.g. a record collected into experiments/ keeps no weights
+            raise UserError(f"{run_dir} finished, but holds no checkpoint (its weights were removed, as in a "
+                            "collected record): retrain it, or point at a run that keeps its checkpoints")
         raise UserError(f"{run_dir} has no checkpoint yet (train it first: a checkpoint is written at the phase "
                         "boundary, every --checkpoint-every steps and at the end)")
     if step is not None and step not in steps:
