@@ -195,12 +195,14 @@ def test_reuse_refuses_a_run_trained_with_other_numbers(tiny_data, tmp_path, cap
     args = ["compare", "--data", str(tiny_data), "--out", str(out), "--arms", "baseline,tst", *TINY, "--tasks", "none"]
     assert main(args) == 0
     before = (out / "runs" / "tst-seed0" / "metrics.jsonl").read_text()
+    config_before = (out / "base_config.json").read_text()
     capsys.readouterr()
     changed = [a if a != "12" else "14" for a in args]  # --steps 12 → 14
     assert main(changed) == 2
     err = capsys.readouterr().err
     assert "train.steps: 12 → 14" in err and "cannot stand for this run" in err and err.count("\n") == 1
     assert (out / "runs" / "tst-seed0" / "metrics.jsonl").read_text() == before  # nothing retrained
+    assert (out / "base_config.json").read_text() == config_before  # the refused config is not recorded either
     # a setting that does not change the numbers may differ
     assert main(args + ["--eval.batch_size=3"]) == 0 and "already complete" in capsys.readouterr().out
 

@@ -70,7 +70,6 @@ def compare_command(argv: list[str]) -> int:
         arm_config(base, spec, base.train.seed, 1)  # every arm's options are checked before anything trains
     if not base.data.path:
         raise UserError("no data: pass --data DATA_DIR (prepare one with `tst prepare --input bundled --out DATA_DIR`)")
-    check_data_dir(base.data.path)  # before --out is written: a bad --data leaves nothing behind
     out = Path(args.out)
     _check_out(out, "base_config.json", "`tst compare`")
     n_parallel = positive_int(args.jobs, "--jobs")
@@ -152,7 +151,6 @@ def sweep_command(argv: list[str]) -> int:
         raise UserError("--dims must be positive multiples of 8 and --layers >= 1")
     if any(not (0 < x < float("inf")) for x in lrs + budgets):
         raise UserError("--lrs and --budgets must be positive, finite numbers")
-    check_data_dir(base.data.path)  # before --out is written: a bad --data leaves nothing behind
     out = Path(args.out)
     _check_out(out, "sweep_config.json", "`tst sweep`")
     n_parallel = positive_int(args.jobs, "--jobs")

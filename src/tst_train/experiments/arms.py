@@ -121,16 +121,23 @@ def format_jobs(jobs: list[tuple[Config, Path]], n_parallel: int) -> str:
     return "\n".join(lines)
 
 
-def run_arms(jobs: list[tuple[Config, Path]], n_parallel: int, log=print) -> None:
-    """Train the runs, ``n_parallel`` at a time in separate processes (one CPU thread each when > 1).
-
-    Every job is checked for reuse before any trains, so a mismatch stops the command at once. Side by
-    side, arms share the machine's load equally, so their step times are comparable — on a shared
-    machine timings of runs done one after another are not.
-    """
+def check_jobs(jobs: list[tuple[Config, Path]]) -> None:
+    """Everything that can refuse a command's runs — each data folder, each existing run directory's reuse —
+    checked before the command writes anything (its recorded config included), so a refusal leaves no trace."""
+    for path in dict.fromkeys(cfg.data.path for cfg, _ in jobs):
+        check_data_dir(path)
     for cfg, run_dir in jobs:
         if rundir.is_run_dir(run_dir):
             check_reusable(cfg, run_dir)
+
+
+def run_arms(jobs: list[tuple[Config, Path]], n_parallel: int, log=print) -> None:
+    """Train the runs (checked first with ``check_jobs``), ``n_parallel`` at a time in separate processes
+    (one CPU thread each when > 1).
+
+    Side by side, arms share the machine's load equally, so their step times are comparable — on a shared
+    machine timings of runs done one after another are not.
+    """
     if n_parallel <= 1:
         for cfg, run_dir in jobs:
             run_arm(cfg, run_dir, log)

@@ -13,7 +13,7 @@ from .. import rundir
 from ..config import Config
 from ..metrics import read_metrics
 from . import analysis
-from .arms import BASELINES, arm_config, arm_dir_name, run_arms, tst_data_tokens
+from .arms import BASELINES, arm_config, arm_dir_name, check_jobs, run_arms, tst_data_tokens
 from .downstream import headline, score_runs
 
 
@@ -29,6 +29,7 @@ def run_comparison(base: Config, out: Path, arms: list[str], seeds: list[int], l
     """Train every (arm, seed), score the final models on ``tasks`` (the first ``task_limit`` items of each),
     and write ``summary.json`` + ``report.md``/``report.html`` into ``out``."""
     jobs = comparison_jobs(base, out, arms, seeds)
+    check_jobs(jobs)
     out.mkdir(parents=True, exist_ok=True)
     rundir.write_json(out / "base_config.json", base.to_dict())
     t0 = time.perf_counter()

@@ -20,7 +20,7 @@ from ..errors import UserError
 from ..metrics import read_metrics
 from ..model import scaled_shape
 from . import analysis
-from .arms import run_arms
+from .arms import check_jobs, run_arms
 
 
 @dataclass(frozen=True)
@@ -131,6 +131,7 @@ def run_sweep(base: Config, out: Path, bags: list[int], fracs: list[float], weig
               budgets=None, variants=None, shapes=None) -> dict:
     groups, group_cfgs, grid, jobs = sweep_jobs(base, out, bags, fracs, weightings, seeds, dims, layers, lrs,
                                                 budgets, variants, shapes)
+    check_jobs(jobs)
     out.mkdir(parents=True, exist_ok=True)
     rundir.write_json(out / "sweep_config.json", {
         "base": base.to_dict(), "bag_sizes": bags, "fracs": fracs, "weightings": weightings, "seeds": seeds,
