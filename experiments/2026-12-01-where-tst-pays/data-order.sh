@@ -24,3 +24,10 @@ for DSEED in 1 2; do
   "$TST" sweep --data "$DATA" --out "$OUT/data-order-seed$DSEED" "${STUDY_FLAGS[@]}" --seeds 1 \
     --dims 512 --layers 1 --lrs 5e-4 --bag-sizes 6 --fracs 0.2,0.25
 done
+# fold=batch at s = 4 (run.sh stage fold), the one variant that passed the d128/L2 baseline under the study's order:
+# under both other orders, side by side (one run each; the baselines above are reused).
+for DSEED in 1 2; do
+  "$TST" sweep --data "$OUT/data-seed$DSEED" --out "$OUT/data-order-seed$DSEED" "${STUDY_FLAGS[@]}" --seeds 1 \
+    --dims 512 --layers 1 --lrs 5e-4 --bag-sizes 4 --fracs 0.25 --variants fold=batch &
+done
+wait
