@@ -46,12 +46,16 @@ stage3 depth   --dims 256 --layers 1,4,8 --lrs 1e-3 --bag-sizes 4 --fracs 0.25
 stage variants "${K[@]}" --bag-sizes 4 --fracs 0.25 \
                --variants bagging=document,transition_steps=300,fold=batch,loss=sum-to-one
 stage fitted   "${K[@]}" --bag-sizes 4 --fracs 0.25 --weightings fitted
-# fold=batch was the one variant at d512/L1 that passed the d128/L2 baseline at seed 0 (4.561; plain s = 4: 4.630):
-# its seeds 1-2 and plain s = 4's, so that the variant's gain is paired over 3 seeds; then, at seed 0, fold=batch
-# with the smooth transition (the other variant that helped) and with s = 8 at r = 0.2 — side by side, one run
-# each (s = 6 does not divide the 64-token rows that the batch fold cuts into bags).
+# At d512/L1 three variants beat plain s = 4 (4.630) at seed 0: fold=batch (4.561, past the d128/L2 baseline),
+# fitted weights (4.565) and the smooth transition (4.600). fold=batch's seeds 1-2 and plain s = 4's, so that its
+# gain is paired over 3 seeds; then, at seed 0 and side by side (one run each), the combinations: fold=batch with
+# fitted weights; fitted weights on the best uniform cell (s = 6, r = 0.2); fold=batch with the smooth transition;
+# fold=batch with s = 8, r = 0.2 (s = 6 does not divide the 64-token rows that the batch fold cuts into bags).
 stage3 fold     "${K[@]}" --bag-sizes 4 --fracs 0.25 --variants fold=batch
 stage3 knobs-s4 "${K[@]}" --bag-sizes 4 --fracs 0.25
+stage fold-fitted "${K[@]}" --bag-sizes 4 --fracs 0.25 --weightings fitted --variants fold=batch &
+stage s6-fitted "${K[@]}" --bag-sizes 6 --fracs 0.2 --weightings fitted &
+wait
 stage fold-transition "${K[@]}" --bag-sizes 4 --fracs 0.25 --variants fold=batch+transition_steps=300 &
 stage fold-s8  "${K[@]}" --bag-sizes 8 --fracs 0.2 --variants fold=batch &
 wait
