@@ -182,6 +182,23 @@ def test_sweep_over_shapes_and_budgets(tiny_data, tmp_path, capfd):
     assert main(["sweep", "--out", str(record), "--report-only"]) == 0
     again = json.loads((record / "study.json").read_text())
     assert [g["delta"] for g in again["groups"]] == [g["delta"] for g in study["groups"]]
+    # it rebuilds the last sweep's own report (sweep.md / sweep.json) from the record's runs too: a pool continued
+    # by an older trainer that cannot read collected runs leaves one with "n/a" baselines
+    (record / "sweep.md").write_text("stale\n")
+    (record / "sweep.json").unlink()
+    assert main(["sweep", "--out", str(record), "--report-only"]) == 0
+    rebuilt = json.loads((record / "sweep.json").read_text())
+    assert [c["final_val_loss"] for c in rebuilt["cells"]] == [c["final_val_loss"] for c in res["cells"]]
+    assert [c["baseline_final_val_loss"] for c in rebuilt["cells"]] == [c["baseline_final_val_loss"] for c in res["cells"]]
+    assert res["table"] in (record / "sweep.md").read_text() and "n/a" not in res["table"]
+    # a FLOP-budget grid whose data folder is gone cannot be rebuilt: said, and the files are left as they are
+    rec = json.loads((record / "sweep_config.json").read_text())
+    rec["base"]["data"]["path"] = str(tmp_path / "gone")
+    (record / "sweep_config.json").write_text(json.dumps(rec))
+    (record / "sweep.md").write_text("kept\n")
+    capfd.readouterr()
+    assert main(["sweep", "--out", str(record), "--report-only"]) == 0
+    assert "left as it was" in capfd.readouterr().err and (record / "sweep.md").read_text() == "kept\n"
     # a pool rebuilt from the record (a fresh machine continuing a study) collects again, unchanged
     second = tmp_path / "record2"
     collect.collect(record, second)

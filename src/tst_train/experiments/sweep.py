@@ -137,20 +137,48 @@ def run_sweep(base: Config, out: Path, bags: list[int], fracs: list[float], weig
         "base": base.to_dict(), "bag_sizes": bags, "fracs": fracs, "weightings": weightings, "seeds": seeds,
         "dims": dims, "layers": layers, "shapes": shapes, "lrs": lrs, "budgets": budgets, "variants": variants})
     run_arms(jobs, n_parallel, log)
-    result = summarize_sweep(out, groups, group_cfgs, grid, seeds)
-    rundir.write_json(out / "sweep.json", result)
-    plots = []
-    if len(groups) == 1 and not any(v for *_, v in grid):
-        plots = plot_heatmaps(out, result, bags, fracs, weightings)
-    md = ["# TST sweep: final validation loss relative to the equal-FLOPs baseline", "",
-          f"Seeds {seeds}. Δ < 0: the cell beats the baseline of its own shape, learning rate and budget.", "",
-          result["table"], "", f"Best cell: {result['best']}", ""] + [f"![{w}]({f})" for w, f in plots]
-    (out / "sweep.md").write_text("\n".join(md) + "\n")
+    result = write_sweep_report(out, groups, group_cfgs, grid, seeds)
     if len({(g.dim, g.n_layers) for g in groups}) > 1 or len({g.lr for g in groups}) > 1 or variants:
         from .study import study_report
         # over the whole pool of runs, including earlier invocations'; returned (not in sweep.json)
         result["study"] = study_report(out, log)
     return result
+
+
+def write_sweep_report(out: Path, groups, group_cfgs, grid, seeds) -> dict:
+    """sweep.json and sweep.md (with the bag × fraction heat maps of a one-group grid) over the runs as they are."""
+    result = summarize_sweep(out, groups, group_cfgs, grid, seeds)
+    rundir.write_json(out / "sweep.json", result)
+    plots = []
+    if len(groups) == 1 and not any(v for *_, v in grid):
+        # the grid's own orders (it is weightings × bags × fracs, nested in the order given)
+        plots = plot_heatmaps(out, result, list(dict.fromkeys(b for _, b, _, _ in grid)),
+                              list(dict.fromkeys(f for _, _, f, _ in grid)), list(dict.fromkeys(w for w, *_ in grid)))
+    md = ["# TST sweep: final validation loss relative to the equal-FLOPs baseline", "",
+          f"Seeds {seeds}. Δ < 0: the cell beats the baseline of its own shape, learning rate and budget.", "",
+          result["table"], "", f"Best cell: {result['best']}", ""] + [f"![{w}]({f})" for w, f in plots]
+    (out / "sweep.md").write_text("\n".join(md) + "\n")
+    return result
+
+
+def rebuild_sweep_report(out: Path) -> dict | None:
+    """Rewrite ``out``'s sweep.json / sweep.md — the report of the last ``tst sweep`` into it — from its recorded
+    grid (sweep_config.json) and the runs as they are now. A pool continued from collected records (whose
+    runs keep ``evals.jsonl`` only) by an older trainer that could not read them holds a sweep.md with "n/a"
+    baselines; this makes it agree with study.md again. None (the files left as they are) when the recorded
+    grid cannot be rebuilt here: FLOP-budget groups need the sweep's data folder to count their steps."""
+    import json
+    from ..config import from_mapping
+    try:
+        rec = json.loads((out / "sweep_config.json").read_text())
+        base = from_mapping(rec["base"], str(out / "sweep_config.json"))
+        shapes = [tuple(x) for x in rec["shapes"]] if rec.get("shapes") else None
+        groups, group_cfgs, grid, _ = sweep_jobs(base, out, rec["bag_sizes"], rec["fracs"], rec["weightings"],
+                                                 rec["seeds"], rec.get("dims"), rec.get("layers"), rec.get("lrs"),
+                                                 rec.get("budgets"), rec.get("variants"), shapes)
+    except (UserError, KeyError, TypeError, ValueError, OSError):
+        return None
+    return write_sweep_report(out, groups, group_cfgs, grid, rec["seeds"])
 
 
 def summarize_sweep(out: Path, groups, group_cfgs, grid, seeds) -> dict:
