@@ -31,3 +31,9 @@ for DSEED in 1 2; do
     --dims 512 --layers 1 --lrs 5e-4 --bag-sizes 4 --fracs 0.25 --variants fold=batch &
 done
 wait
+# ... and the fold with fitted weights (run.sh stage fold-fitted), each order's weights fitted to its own training split.
+for DSEED in 1 2; do
+  "$TST" sweep --data "$OUT/data-seed$DSEED" --out "$OUT/data-order-seed$DSEED" "${STUDY_FLAGS[@]}" --seeds 1 \
+    --dims 512 --layers 1 --lrs 5e-4 --bag-sizes 4 --fracs 0.25 --weightings fitted --variants fold=batch &
+done
+wait

@@ -15,14 +15,14 @@ TST=${3:-tst}
 SEEDS=${4:-1}
 DATA=$OUT/data-large
 [ -f "$DATA/meta.json" ] || "$TST" prepare --input "$PROSE"/*.jsonl.xz --out "$DATA" --vocab-size 4096
-# The fifth cell (added 2026-12-03): s = 4, r = 0.25 with the batch fold, the variant that passed the d128/L2
-# baseline at d512/L1 on the bundled corpus (experiments/2026-12-01-where-tst-pays, stage fold); its baselines are
-# the second cell's.
-for CELL in "3000 128 2 1e-3 4 0.25" "3000 512 1 5e-4 6 0.2" "3000 512 1 5e-4 4 0.25 fold=batch" \
+# The fifth cell (added 2026-12-03): s = 4, r = 0.25 with the batch fold, uniform and fitted weights — on the
+# bundled corpus the variant that passed the d128/L2 baseline at d512/L1, and the combination that stacked both
+# gains (experiments/2026-12-01-where-tst-pays, stages fold, fold-fitted); its baselines are the second cell's.
+for CELL in "3000 128 2 1e-3 4 0.25" "3000 512 1 5e-4 6 0.2" "3000 512 1 5e-4 4 0.25 uniform,fitted fold=batch" \
             "9000 128 2 1e-3 4 0.25" "9000 512 1 5e-4 6 0.2"; do
-  read -r STEPS DIM LAYERS LR S R VARIANT <<< "$CELL"
+  read -r STEPS DIM LAYERS LR S R WEIGHTINGS VARIANT <<< "$CELL"
   "$TST" sweep --data "$DATA" --out "$OUT/sweep-$STEPS" --preset tiny --steps $STEPS --batch-size 8 --seq-len 64 \
-    --dims $DIM --layers $LAYERS --lrs $LR --bag-sizes $S --fracs $R --weightings uniform --seeds "$SEEDS" --jobs 2 ${VARIANT:+--variants $VARIANT} \
+    --dims $DIM --layers $LAYERS --lrs $LR --bag-sizes $S --fracs $R --weightings "${WEIGHTINGS:-uniform}" --seeds "$SEEDS" --jobs 2 ${VARIANT:+--variants $VARIANT} \
     --eval-every $((STEPS / 12)) --train.warmup_steps=20 --train.decay_frac=0.2 --eval.tokens=65536 \
     --log.tensorboard=false --checkpoint.every=500 --checkpoint.keep=1
 done
