@@ -20,3 +20,6 @@ FLAGS=(--data "$DATA" --out "$OUT/demo-budget" --preset tiny --steps 1500 --batc
 # Added 2026-12-03: the batch fold at s = 4, r = 0.25 — the variant that passed the d128/L2 baseline at the study's
 # budget and was level with it under the two other document orders — with plain s = 4 at the same shape and rate.
 "$TST" sweep "${FLAGS[@]}" --dims 512 --layers 1 --lrs 5e-4 --bag-sizes 4 --fracs 0.25 --variants plain,fold=batch
+# ... and both with fitted weights (on the study's budget the fold with fitted weights led the d128/L2 baseline by 0.12).
+"$TST" sweep "${FLAGS[@]}" --dims 512 --layers 1 --lrs 5e-4 --bag-sizes 4 --fracs 0.25 --weightings fitted \
+  --variants plain,fold=batch
