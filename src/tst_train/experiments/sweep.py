@@ -161,23 +161,27 @@ def write_sweep_report(out: Path, groups, group_cfgs, grid, seeds) -> dict:
     return result
 
 
-def rebuild_sweep_report(out: Path) -> dict | None:
+def rebuild_sweep_report(out: Path) -> dict:
     """Rewrite ``out``'s sweep.json / sweep.md — the report of the last ``tst sweep`` into it — from its recorded
     grid (sweep_config.json) and the runs as they are now. A pool continued from collected records (whose
     runs keep ``evals.jsonl`` only) by an older trainer that could not read them holds a sweep.md with "n/a"
-    baselines; this makes it agree with study.md again. None (the files left as they are) when the recorded
-    grid cannot be rebuilt here: FLOP-budget groups need the sweep's data folder to count their steps."""
+    baselines; this makes it agree with study.md again. Raises ``UserError`` (the files left as they are) when
+    the recorded grid cannot be rebuilt here, e.g. FLOP-budget groups whose data folder is gone."""
     import json
     from ..config import from_mapping
+    config = out / "sweep_config.json"
     try:
-        rec = json.loads((out / "sweep_config.json").read_text())
-        base = from_mapping(rec["base"], str(out / "sweep_config.json"))
+        rec = json.loads(config.read_text())
+        base = from_mapping(rec["base"], str(config))
         shapes = [tuple(x) for x in rec["shapes"]] if rec.get("shapes") else None
         groups, group_cfgs, grid, _ = sweep_jobs(base, out, rec["bag_sizes"], rec["fracs"], rec["weightings"],
                                                  rec["seeds"], rec.get("dims"), rec.get("layers"), rec.get("lrs"),
                                                  rec.get("budgets"), rec.get("variants"), shapes)
-    except (UserError, KeyError, TypeError, ValueError, OSError):
-        return None
+    except UserError as e:
+        raise UserError(f"{out / 'sweep.md'} left as it was: {e}") from None
+    except (KeyError, TypeError, ValueError, OSError) as e:
+        raise UserError(f"{out / 'sweep.md'} left as it was: {config} does not hold a readable grid "
+                        f"({type(e).__name__}: {e})") from None
     return write_sweep_report(out, groups, group_cfgs, grid, rec["seeds"])
 
 
