@@ -62,7 +62,7 @@ def test_smoke_runs_every_pair_and_reports_them(smoke, g):
     md = (report / "report.md").read_text()
     for arm in g.ARMS:
         assert f"| {arm} | 2 |" in md
-    for arm in ("tst-s6", "tst-s4-batchfold"):
+    for arm in ("tst-s6", "tst-s4-batchfold-fitted"):
         # Δ: the mean over seeds of (arm − baseline) final validation loss, read from the runs themselves
         deltas = [_final_val(work / "runs" / f"{arm}-seed{s}") - _final_val(work / "runs" / f"baseline-seed{s}")
                   for s in (0, 1)]
@@ -81,11 +81,16 @@ def test_smoke_data_tokens_and_epochs_match_hand_computation(smoke):
     train_tokens = json.loads((work / "data" / "meta.json").read_text())["splits"]["train"]["tokens"]
     positions = SMOKE_STEPS * SMOKE_ROWS * SMOKE_LEN
     superposition_steps = round(0.3 * SMOKE_STEPS)  # r = 0.3 → steps 0..6
-    for arm, s in (("baseline", 1), ("tst-s6", 6), ("tst-s4-batchfold", 4)):
+    for arm, s in (("baseline", 1), ("tst-s6", 6), ("tst-s4-batchfold-fitted", 4)):
         tokens = positions if s == 1 else (superposition_steps * s + SMOKE_STEPS - superposition_steps) * SMOKE_ROWS * SMOKE_LEN
         assert rec["arms"][arm]["data_tokens"] == tokens
         assert rec["arms"][arm]["epochs"] == pytest.approx(tokens / train_tokens)
     assert not rec["data_repeats"]
+    # the third arm trains with the batch fold and bag weights fitted to the smoke corpus, its baseline with neither
+    from tst_train.rundir import read_config
+    fitted = read_config(work / "runs" / "tst-s4-batchfold-fitted-seed0")
+    assert (fitted.tst.fold, fitted.tst.weights) == ("batch", "fitted")
+    assert read_config(work / "runs" / "baseline-seed0").tst.weights == "uniform"
 
 
 def test_code_corpus_is_deduplicated_whole_files(smoke, g):
@@ -141,9 +146,9 @@ def test_a_failing_compile_falls_back_to_eager_and_a_failing_run_is_reported(smo
     assert rec["preflight"]["compile"] is False and rec["preflight"]["ok"]
     assert rec["preflight"]["attempts"]["compile=True"]["status"] == "failed"
     status = {o["arm"]: o["status"] for o in rec["outcomes"]}
-    assert status == {"baseline": "completed", "tst-s6": "completed", "tst-s4-batchfold": "failed"}
+    assert status == {"baseline": "completed", "tst-s6": "completed", "tst-s4-batchfold-fitted": "failed"}
     assert "compile = false" in (work2 / "runs" / "tst-s6-seed0" / "config.toml").read_text()
-    assert (work2 / "runs" / "tst-s4-batchfold-seed0.error.txt").read_text().strip().endswith("simulated crash")
+    assert (work2 / "runs" / "tst-s4-batchfold-fitted-seed0.error.txt").read_text().strip().endswith("simulated crash")
     md = (tmp_path / "report" / "report.md").read_text()
     assert "simulated crash" in md and "torch.compile False (asked: True)" in md
     assert rec["arms"]["tst-s6"]["delta_val_loss"]["n"] == 1
