@@ -23,3 +23,9 @@ FLAGS=(--data "$DATA" --out "$OUT/demo-budget" --preset tiny --steps 1500 --batc
 # ... and both with fitted weights (on the study's budget the fold with fitted weights led the d128/L2 baseline by 0.12).
 "$TST" sweep "${FLAGS[@]}" --dims 512 --layers 1 --lrs 5e-4 --bag-sizes 4 --fracs 0.25 --weightings fitted \
   --variants plain,fold=batch
+# Added 2026-12-03 (second session): seeds 1 and 2 of the fold with fitted weights (and its baseline), and
+# d256/L2 at lr 5e-4 — a shape between the two, at the wide shapes' rate — with the same TST setting.
+"$TST" sweep "${FLAGS[@]}" --seeds 3 --dims 512 --layers 1 --lrs 5e-4 --bag-sizes 4 --fracs 0.25 --weightings fitted \
+  --variants fold=batch
+"$TST" sweep "${FLAGS[@]}" --dims 256 --layers 2 --lrs 5e-4 --bag-sizes 4 --fracs 0.25 --weightings fitted \
+  --variants fold=batch
