@@ -228,8 +228,18 @@ def test_explicit_shapes_and_their_errors(tiny_data, tmp_path, capsys):
     from tst_train.experiments.sweep import make_groups
     groups = make_groups(None, None, [1e-3], None, shapes=[(128, 1), (256, 4)])
     assert [(g.dim, g.n_layers, g.lr) for g in groups] == [(128, 1, 1e-3), (256, 4, 1e-3)]
+    # a shape at its own rate is one group, not crossed with the other shapes' rates
+    groups = make_groups(None, None, None, None, shapes=[(128, 2, 1e-3), (512, 1, 5e-4)])
+    assert [(g.dim, g.n_layers, g.lr) for g in groups] == [(128, 2, 1e-3), (512, 1, 5e-4)]
+    code = main(["sweep", "--data", str(tiny_data), "--out", str(tmp_path / "own"), "--shapes", "16x1@1e-3,32x1@5e-4",
+                 "--bag-sizes", "2", "--fracs", "0.5", "--dry-run", *TINY])
+    plan = capsys.readouterr().out
+    assert code == 0 and "d16-L1-lr0.001-baseline-seed0" in plan and "d32-L1-lr0.0005-baseline-seed0" in plan
+    assert "d16-L1-lr0.0005" not in plan and "d32-L1-lr0.001" not in plan and "4 runs" in plan
     for flags, expected in [(["--shapes", "128x1", "--dims", "64"], "instead of --dims"),
-                            (["--shapes", "128by1"], "WIDTHxDEPTH"), (["--shapes", "100x1"], "multiples of 8")]:
+                            (["--shapes", "128by1"], "WIDTHxDEPTH"), (["--shapes", "100x1"], "multiples of 8"),
+                            (["--shapes", "128x1@fast"], "WIDTHxDEPTH@LR"), (["--shapes", "128x1@-1"], "positive"),
+                            (["--shapes", "128x1@1e-3", "--lrs", "1e-3"], "instead of --lrs")]:
         code = main(["sweep", "--data", str(tiny_data), "--out", str(tmp_path / "s"), *flags, *TINY])
         err = capsys.readouterr().err
         assert code == 2 and expected in err and err.count("\n") == 1, err
@@ -239,17 +249,28 @@ def test_demo_runs_its_shapes_and_states_what_it_measured(tiny_data, tmp_path, c
     out = tmp_path / "demo"
     code = main(["demo", "--out", str(out), "--data", str(tiny_data), "--steps", "8", "--batch-size", "2",
                  "--seq-len", "16", "--eval-every", "4", "--eval.tokens=512", "--train.warmup_steps=2",
-                 "--log.tensorboard=false"])
+                 "--log.tensorboard=false", "--seeds", "2"])
     printed = capsys.readouterr().out
     assert code == 0, printed
     study = json.loads((out / "report" / "study.json").read_text())
-    assert sorted((g["dim"], g["n_layers"]) for g in study["groups"]) == [(64, 2), (128, 8), (256, 2)]
-    assert all(g["steps"] == 8 for g in study["groups"])  # the user's --steps won over the demo's
+    assert [(g["dim"], g["n_layers"], g["lr"]) for g in study["groups"]] == [(512, 1, 5e-4)]
+    assert all(g["steps"] == 8 and g["seeds"] == [0, 1] for g in study["groups"])  # the user's --steps/--seeds won
+    # the TST runs carry the demo's batch fold and fitted weights; the baselines none of them
+    assert {g["arm"] for g in study["groups"]} == {"s4-r0.25-fitted+fold-batch"}
+    from tst_train.rundir import read_config
+    base_cfg = read_config(out / "report" / "runs" / "d512-L1-lr0.0005-baseline-seed1")
+    tst_cfg = read_config(out / "report" / "runs" / "d512-L1-lr0.0005-s4-r0.25-fitted+fold-batch-seed1")
+    assert (base_cfg.tst.fold, base_cfg.tst.weights, base_cfg.tst.mode) == ("sequence", "uniform", "baseline")
+    assert (tst_cfg.tst.fold, tst_cfg.tst.weights, tst_cfg.train.lr) == ("batch", "fitted", 5e-4)
     demo = (out / "report" / "demo.md").read_text()
-    assert "width at depth 2" in demo and "d = 64: Δ" in demo and "d = 256: Δ" in demo
-    assert "frontier at" in demo and ("best baseline shape wins" in demo or "TST's best shape wins" in demo)
+    assert ("TST WINS at" in demo or "not shown at this budget" in demo
+            or "TST does not beat the best baseline at no more FLOPs" in demo)
+    assert "d512/L1 lr 0.0005 (" in demo and "TST against the best baseline at no more FLOPs" in demo
+    # on the user's own --data the committed baselines (measured on the bundled corpus) are left out
+    assert "committed record" not in demo and "(measured here, 2 seeds" in demo
     assert "verdict:" in printed and "demo.md" in printed
-    assert "8 steps × 2 rows" in demo and "against every baseline at no more FLOPs" in demo  # the report describes what ran, the user's flags included
+    # the report describes what ran, the user's flags included
+    assert "8 steps × 2 rows" in demo and "fitted weights, fold=batch" in demo and "d512/L1 at lr 0.0005" in demo
 
 
 def test_a_bad_out_or_data_is_one_line_and_writes_or_replaces_nothing(tiny_data, tmp_path, capsys):
@@ -291,7 +312,9 @@ def test_dry_runs_list_the_runs_and_write_nothing(tiny_data, tmp_path, capsys):
     assert code == 0 and not (tmp_path / "c").exists()
     assert "| tst-seed1 | tst | 12 |" in printed and "4 runs, 4 to train or resume" in printed
     assert main(["demo", "--out", str(tmp_path / "d"), "--data", str(tiny_data), "--dry-run"]) == 0
-    assert "| d128-L8-lr0.001-baseline-seed0 | baseline | 1,500 |" in capsys.readouterr().out
+    plan = capsys.readouterr().out
+    assert "| d512-L1-lr0.0005-baseline-seed2 | baseline | 1,000 |" in plan and "6 runs, 6 to train" in plan
+    assert "| d512-L1-lr0.0005-s4-r0.25-fitted+fold-batch-seed0 | tst | 1,000 |" in plan
     assert not (tmp_path / "d").exists()
     # after training, the same dry run says which runs are reused and which resume
     assert main(args) == 0

@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import math
 import statistics
+from pathlib import Path
 
 import pytest
 
@@ -174,3 +175,55 @@ def test_the_demo_quotes_tst_s_closest_approach_to_the_frontier(tmp_path):
     assert quoted[-1] == ("  document order 1 (data-order-seed1, init seed 0) — TST's best showing against "
                           "every baseline at no more FLOPs: d512/L2 lr 0.001 TST (s4-r0.25-uniform) 4.760 vs "
                           "baseline d128/L2 lr 0.001 4.700: Δ +0.060 (1 seed)")
+
+
+def test_the_demo_headline_counts_a_win_only_against_every_cheaper_baseline_with_both_intervals_below_zero(tmp_path):
+    """The demo's headline: TST must beat its own equal-FLOPs baseline *and* the best baseline of any shape at no
+    more FLOPs — measured in the run or in the committed record of the same budget — both 95 % intervals below
+    zero; a win over an over-wide baseline that a cheaper shape beats is none."""
+    from tst_train.experiments import demo
+
+    def rows(dim, layers, base, tst, noise=(0.0, 0.01, -0.01), tst_noise=None, fpp=30e6, steps=100):
+        runs = []
+        for seed, e in enumerate(noise):
+            runs += [run(dim, layers, "baseline", seed, base + e, fpp=fpp, steps=steps),
+                     run(dim, layers, "s4-r0.25-fitted+fold-batch", seed, tst + (tst_noise or noise)[seed], fpp=fpp,
+                         steps=steps)]
+        return study.group_deltas(runs)
+
+    def result(groups):
+        return {"groups": groups, "width_trends": [], "frontier": study.frontier(groups),
+                "against_frontier": study.against_frontier(groups)}
+
+    here = result(rows(512, 1, 5.46, 5.37))
+    record = rows(128, 2, 5.46, 5.54, fpp=5.4e6) + rows(256, 2, 5.43, 5.46, fpp=15.2e6)
+    lines = demo.verdict(here, record)
+    assert lines[0].startswith("TST WINS at d512/L1 lr 0.001: TST 5.370, Δ -0.090 [-0.090, -0.090] against its "
+                               "equal-FLOPs baseline (5.460) and Δ -0.060 [")
+    assert "(d256/L2 lr 0.001, 5.430, committed record) — both 95 % intervals exclude zero" in lines[0]
+    assert lines[1].startswith("d512/L1 lr 0.001 (30.0 M FLOPs/position, 3 seeds): baseline 5.460, TST")
+    assert lines[2].startswith("d512/L1 lr 0.001 TST against the best baseline at no more FLOPs — d256/L2 lr 0.001 "
+                               "(committed record, 3 seeds, 5.430): Δ -0.060 [")
+    assert lines[3] == ("the committed record's baselines at this budget (experiments/2026-12-03-demo-shapes; "
+                        "TST − baseline in brackets): d128/L2 lr 0.001 5.460 (TST +0.080), d256/L2 lr 0.001 5.430 "
+                        "(TST +0.030)")
+    # without the record the best baseline is the run's own, and the win still needs both intervals
+    assert "(d512/L1 lr 0.001, 5.460, measured here)" in demo.verdict(here)[0]
+    # a record group of another budget (other steps, or fewer positions per step) is no baseline for this one
+    other = rows(256, 2, 5.0, 5.1, fpp=15.2e6, steps=200) + rows(64, 2, 5.0, 5.1, fpp=1e6, steps=100)
+    other[-1]["flops"] /= 2  # as if trained on half the positions per step
+    assert "measured here" in demo.headline(demo.best_baselines(here, other))
+    # ahead of its own (over-wide) baseline, but a cheaper shape's baseline is better still: no win
+    over_wide = result(rows(512, 1, 5.40, 5.32))
+    assert demo.headline(demo.best_baselines(over_wide, rows(128, 2, 5.25, 5.45, fpp=5.4e6))).startswith(
+        "TST does not beat the best baseline at no more FLOPs")
+    # ahead of both on average, but one seed's TST run is bad enough that the intervals reach zero: not shown
+    noisy = result(rows(512, 1, 5.30, 5.27, tst_noise=(0.0, 0.08, -0.05)))
+    assert "an interval does not exclude zero: not shown at this budget" in demo.headline(demo.best_baselines(noisy, []))
+    # the committed record is read back from study.json as the demo finds it
+    assert demo.record_baselines(Path("/no/such/study.json")) == []
+    path = tmp_path / "study.json"
+    path.write_text(json.dumps({"groups": record + record}))  # two TST cells of one group count once
+    read = demo.record_baselines(path)
+    assert [g["dim"] for g in read] == [128, 256]
+    assert read[1]["baseline_all"] == pytest.approx([5.43, 5.44, 5.42])

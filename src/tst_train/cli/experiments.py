@@ -107,7 +107,8 @@ def sweep_parser() -> ArgumentParser:
                                               "default: the preset's shape)")
     p.add_argument("--layers", default="", help="model depths (default: the preset's)")
     p.add_argument("--shapes", default="", help="explicit width×depth pairs instead of --dims × --layers, e.g. "
-                                                "128x1,256x1,512x1,256x4")
+                                                "128x1,256x1,512x1,256x4; WIDTHxDEPTH@LR trains a shape at its own "
+                                                "learning rate (e.g. 128x2@1e-3,512x1@5e-4) instead of every --lrs")
     p.add_argument("--lrs", default="", help="peak learning rates (default: --lr); each has its own baseline")
     p.add_argument("--budgets", default="", help="total training FLOPs per run, e.g. 1e13,3e13: each shape trains "
                                                  "for the steps its budget buys (default: --steps for every shape)")
@@ -140,6 +141,8 @@ def sweep_command(argv: list[str]) -> int:
     shapes = [_shape(x) for x in parse_list(args.shapes, str, "--shapes")]
     if shapes and (args.dims or args.layers):
         raise UserError("--shapes lists width×depth pairs: use it instead of --dims/--layers, not with them")
+    if any(len(s) == 3 for s in shapes) and args.lrs:
+        raise UserError("--shapes gives a shape its own rate (WIDTHxDEPTH@LR): use it instead of --lrs, not with it")
     dims = parse_list(args.dims, int, "--dims")
     layers = parse_list(args.layers, int, "--layers")
     lrs = parse_list(args.lrs, float, "--lrs")
@@ -148,7 +151,7 @@ def sweep_command(argv: list[str]) -> int:
     from ..experiments.sweep import _cell_config
     for v in variants:
         _cell_config(base, "tst", 2, 0.5, "uniform", 0, v)  # each variant's options are checked now
-    if any(d < 8 or d % 8 for d in dims + [d for d, _ in shapes]) or any(n < 1 for n in layers + [n for _, n in shapes]):
+    if any(d < 8 or d % 8 for d in dims + [d for d, *_ in shapes]) or any(n < 1 for n in layers + [s[1] for s in shapes]):
         raise UserError("--dims must be positive multiples of 8 and --layers >= 1")
     if any(not (0 < x < float("inf")) for x in lrs + budgets):
         raise UserError("--lrs and --budgets must be positive, finite numbers")
@@ -169,12 +172,17 @@ def sweep_command(argv: list[str]) -> int:
     return 0
 
 
-def _shape(text: str) -> tuple[int, int]:
-    dim, x, layers = text.lower().partition("x")
+def _shape(text: str) -> tuple:
+    """``256x4`` → (256, 4); ``512x1@5e-4`` → (512, 1, 0.0005), a shape at its own learning rate."""
+    shape, at, lr = text.lower().partition("@")
+    dim, x, layers = shape.partition("x")
     try:
-        return int(dim), int(layers)
+        parsed = (int(dim), int(layers)) + ((float(lr),) if at else ())
     except ValueError:
-        raise UserError(f"--shapes: cannot read {text!r} as WIDTHxDEPTH (e.g. 256x4)") from None
+        raise UserError(f"--shapes: cannot read {text!r} as WIDTHxDEPTH or WIDTHxDEPTH@LR (e.g. 256x4, 512x1@5e-4)") from None
+    if at and not 0 < parsed[2] < float("inf"):
+        raise UserError(f"--shapes: the learning rate in {text!r} must be a positive, finite number")
+    return parsed
 
 
 def _study_report(out: Path) -> int:
@@ -194,14 +202,15 @@ def _study_report(out: Path) -> int:
 
 def demo_parser() -> ArgumentParser:
     p = ArgumentParser(prog="tst demo", description="TST vs the equal-FLOPs baseline on the bundled corpus, on the CPU "
-                       "(<= 10 min on 2 cores): prepares the data, then sweeps three model shapes (width at fixed "
-                       "depth, and two shapes of about the same FLOPs for the frontier) with configs/demo_cpu.toml's "
-                       "settings and states what it measured. Any config flag (e.g. --steps 500) is passed on.",
+                       "(<= 10 min on 2 cores): prepares the data, then trains two model shapes (d512/L1, where TST "
+                       "pays, and the cheaper d128/L2 baseline it must also beat) x {baseline, TST} x 3 seeds with "
+                       "configs/demo_cpu.toml's settings and states what it measured, with 95% intervals. Any "
+                       "config flag (e.g. --steps 500) is passed on.",
                        epilog=help_epilog(), formatter_class=argparse.RawDescriptionHelpFormatter)
     add_run_flags(p)
     p.add_argument("--out", default="runs/demo", help="output directory (data, runs and report; default runs/demo)")
-    p.add_argument("--seeds", default="1", help="number of seeds per shape and arm (default 1; 3 or more give "
-                                                "confidence intervals, at 3x the time)")
+    p.add_argument("--seeds", default="3", help="number of seeds per shape and arm (default 3, the fewest that "
+                                                "give confidence intervals; 1 takes a third of the time)")
     return p
 
 
@@ -225,12 +234,14 @@ def _demo_paths(args) -> tuple[Path, Path]:
 
 def demo_command(argv: list[str]) -> int:
     p = demo_parser()
-    from ..experiments.demo import DEMO_FLAGS, DEMO_SHAPES, DEMO_VOCAB, prepare_demo_data, write_demo_report
+    from ..experiments.demo import (DEMO_FLAGS, DEMO_SHAPES, DEMO_VOCAB, prepare_demo_data, record_baselines,
+                                    tst_variant, write_demo_report)
     args, extra = p.parse_known_args(DEMO_FLAGS + argv)  # the user's flags come last, so they win
     base, _ = resolve_config(args, extra)
     out, data_dir = _demo_paths(args)
-    sweep = dict(bags=[base.tst.bag_size], fracs=[base.tst.superposition_frac], weightings=["uniform"],
-                 seeds=_seeds(args, base), shapes=DEMO_SHAPES, lrs=[base.train.lr])
+    variant = tst_variant(base)  # the TST runs' options (the batch fold); the baselines carry none
+    sweep = dict(bags=[base.tst.bag_size], fracs=[base.tst.superposition_frac], weightings=[base.tst.weights],
+                 seeds=_seeds(args, base), shapes=DEMO_SHAPES, variants=[variant])
     if args.dry_run:
         if not args.data and not (data_dir / "meta.json").is_file():
             raise UserError(f"`tst demo --dry-run` plans on prepared data and {data_dir} has none: run `tst demo` "
@@ -253,7 +264,10 @@ def demo_command(argv: list[str]) -> int:
     if not study:
         raise UserError(f"`tst demo`: no run finished, so there is nothing to report (see {out / 'report' / 'runs'})")
     print("\nverdict:")
-    for line in write_demo_report(out / "report", study, time.perf_counter() - t0, base):
+    # the committed baselines of the shapes the demo does not train were measured on the bundled corpus the demo
+    # prepares; on a user's own --data they say nothing
+    record = [] if args.data else record_baselines()
+    for line in write_demo_report(out / "report", study, time.perf_counter() - t0, base, variant, record):
         print(f"  {line}")
     print(f"\nreport: {out / 'report' / 'demo.md'} (tables and plots: study.md)")
     return 0

@@ -99,9 +99,12 @@ def final_val_loss(run_dir: Path) -> float | None:
 
 
 def make_groups(dims, layers, lrs, budgets, shapes=None) -> list[Group]:
-    """Every (shape, lr, budget): shapes are ``dims × layers``, or the explicit ``(dim, layers)`` pairs."""
+    """Every (shape, lr, budget): shapes are ``dims × layers``, or the explicit ``(dim, layers)`` pairs, each
+    crossed with ``lrs`` — or ``(dim, layers, lr)`` triples, a shape at its own rate (wide shapes want a lower
+    one: a grid over rates would train every shape at every rate)."""
     pairs = shapes or [(d, n) for d in (dims or [0]) for n in (layers or [0])]
-    return [Group(d, n, lr, c) for c in (budgets or [0.0]) for d, n in pairs for lr in (lrs or [0.0])]
+    points = [(d, n, lr) for d, n, *own in pairs for lr in (own or lrs or [0.0])]
+    return [Group(d, n, lr, c) for c in (budgets or [0.0]) for d, n, lr in points]
 
 
 def sweep_jobs(base: Config, out: Path, bags: list[int], fracs: list[float], weightings: list[str],
