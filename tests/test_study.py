@@ -1,6 +1,7 @@
 """The width study and frontier analysis against hand computations on synthetic run pools."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import statistics
@@ -12,9 +13,10 @@ from tst_train.experiments import analysis, study
 from tst_train.experiments.study import RunInfo
 
 
-def run(dim, layers, arm, seed, loss, steps=100, lr=1e-3, fpp=None):
+def run(dim, layers, arm, seed, loss, steps=100, lr=1e-3, fpp=None, positions=1):
     fpp = fpp if fpp is not None else dim * layers * 1e3
-    return RunInfo(f"d{dim}-{arm}-{seed}", dim, layers, lr, steps, arm, seed, fpp * steps, loss, fpp, 0)
+    return RunInfo(f"d{dim}-{arm}-{seed}", dim, layers, lr, steps, arm, seed, fpp * steps * positions, loss, fpp, 0,
+                   positions)
 
 
 def pool(delta_of_dim, dims=(64, 128, 256, 512), layers=2, noise=(0.0, 0.01, -0.01)):
@@ -183,12 +185,14 @@ def test_the_demo_headline_counts_a_win_only_against_every_cheaper_baseline_with
     zero; a win over an over-wide baseline that a cheaper shape beats is none."""
     from tst_train.experiments import demo
 
-    def rows(dim, layers, base, tst, noise=(0.0, 0.01, -0.01), tst_noise=None, fpp=30e6, steps=100):
+    def rows(dim, layers, base, tst, noise=(0.0, 0.01, -0.01), tst_noise=None, fpp=30e6, steps=100, positions=256):
         runs = []
         for seed, e in enumerate(noise):
-            runs += [run(dim, layers, "baseline", seed, base + e, fpp=fpp, steps=steps),
-                     run(dim, layers, "s4-r0.25-fitted+fold-batch", seed, tst + (tst_noise or noise)[seed], fpp=fpp,
-                         steps=steps)]
+            # the fold's TST runs cost a little less than fpp × positions (shorter attention spans in phase 1)
+            tst_run = run(dim, layers, "s4-r0.25-fitted+fold-batch", seed, tst + (tst_noise or noise)[seed], fpp=fpp,
+                          steps=steps, positions=positions)
+            runs += [run(dim, layers, "baseline", seed, base + e, fpp=fpp, steps=steps, positions=positions),
+                     dataclasses.replace(tst_run, flops=tst_run.flops * 0.999)]
         return study.group_deltas(runs)
 
     def result(groups):
@@ -205,13 +209,13 @@ def test_the_demo_headline_counts_a_win_only_against_every_cheaper_baseline_with
     assert lines[2].startswith("d512/L1 lr 0.001 TST against the best baseline at no more FLOPs — d256/L2 lr 0.001 "
                                "(committed record, 3 seeds, 5.430): Δ -0.060 [")
     assert lines[3] == ("the committed record's baselines at this budget (experiments/2026-12-03-demo-shapes; "
-                        "TST − baseline in brackets): d128/L2 lr 0.001 5.460 (TST +0.080), d256/L2 lr 0.001 5.430 "
-                        "(TST +0.030)")
+                        "TST − baseline after the seeds): d128/L2 lr 0.001 5.460 (3 seeds; TST +0.080), d256/L2 lr "
+                        "0.001 5.430 (3 seeds; TST +0.030)")
     # without the record the best baseline is the run's own, and the win still needs both intervals
     assert "(d512/L1 lr 0.001, 5.460, measured here)" in demo.verdict(here)[0]
     # a record group of another budget (other steps, or fewer positions per step) is no baseline for this one
-    other = rows(256, 2, 5.0, 5.1, fpp=15.2e6, steps=200) + rows(64, 2, 5.0, 5.1, fpp=1e6, steps=100)
-    other[-1]["flops"] /= 2  # as if trained on half the positions per step
+    other = (rows(256, 2, 5.0, 5.1, fpp=15.2e6, steps=200) + rows(64, 2, 5.0, 5.1, fpp=1e6, positions=128)
+             + rows(128, 2, 5.0, 5.1, fpp=1e6, positions=0))  # 0: a record that does not say
     assert "measured here" in demo.headline(demo.best_baselines(here, other))
     # ahead of its own (over-wide) baseline, but a cheaper shape's baseline is better still: no win
     over_wide = result(rows(512, 1, 5.40, 5.32))
@@ -227,3 +231,19 @@ def test_the_demo_headline_counts_a_win_only_against_every_cheaper_baseline_with
     read = demo.record_baselines(path)
     assert [g["dim"] for g in read] == [128, 256]
     assert read[1]["baseline_all"] == pytest.approx([5.43, 5.44, 5.42])
+
+
+def test_the_committed_demo_record_covers_the_demo_s_budget():
+    """The record the demo reads its cheaper baselines from holds, at the demo's steps and positions per step,
+    baselines of 3 seeds for the shapes it names (a record rewritten without them would silently drop them)."""
+    from tst_train.experiments import demo
+    if not demo.BUDGET_RECORD.is_file():
+        pytest.skip("not a repository checkout")
+    from tst_train.cli.args import ArgumentParser, add_run_flags, resolve_config
+    p = ArgumentParser(prog="t")
+    add_run_flags(p)
+    cfg, _ = resolve_config(*p.parse_known_args(demo.DEMO_FLAGS))
+    steps, positions = cfg.train.steps, cfg.train.batch_size * cfg.train.seq_len
+    got = {(g["dim"], g["n_layers"], g["lr"]): len(g["baseline_all"]) for g in demo.record_baselines()
+           if g["steps"] == steps and g["positions_per_step"] == positions}
+    assert got[(512, 1, 5e-4)] == got[(256, 2, 5e-4)] == got[(128, 2, 1e-3)] == 3

@@ -74,10 +74,6 @@ def _below_zero(stat: dict) -> bool:
     return bool(stat and stat.get("ci95") and stat["ci95"][1] < 0)
 
 
-def _positions_per_step(g: dict) -> float:
-    return g["flops"] / (g["flops_per_position"] * g["steps"])
-
-
 def record_baselines(path: Path = BUDGET_RECORD) -> list[dict]:
     """The committed budget record's baseline groups (one per shape and rate, every seed), empty when the
     repository is not at hand."""
@@ -98,7 +94,7 @@ def best_baselines(result: dict, record: list[dict]) -> list[dict]:
     out = []
     for g in result["groups"]:
         same_budget = [b | {"source": "committed record"} for b in record if b["steps"] == g["steps"]
-                       and abs(_positions_per_step(b) / _positions_per_step(g) - 1) < 1e-6]
+                       and b.get("positions_per_step") and b.get("positions_per_step") == g.get("positions_per_step")]
         cheaper = [b for b in measured + same_budget if b["flops"] <= g["flops"] * (1 + 1e-9)]
         if not cheaper or not g["tst_all"]:
             continue
@@ -125,11 +121,12 @@ def verdict(result: dict, record: list[dict] | None = None) -> list[str]:
                      f"({base['source']}, {len(base['baseline_all'])} seeds, {_loss(b['loss'])}): Δ {_d(b['delta'])}")
     cheaper = [b for b in record if b["steps"] in {g["steps"] for g in groups}]
     if cheaper:
-        shown = ", ".join(f"{_shape(b)} {statistics.fmean(b['baseline_all']):.3f}"
-                          + (f" (TST {b['delta']['mean']:+.3f})" if b["delta"]["mean"] is not None else "")
+        shown = ", ".join(f"{_shape(b)} {statistics.fmean(b['baseline_all']):.3f} ({len(b['baseline_all'])} "
+                          f"seed{'s' if len(b['baseline_all']) > 1 else ''}"
+                          + (f"; TST {b['delta']['mean']:+.3f}" if b["delta"]["mean"] is not None else "") + ")"
                           for b in sorted(cheaper, key=lambda b: (b["flops_per_position"], b["lr"])))
         lines.append(f"the committed record's baselines at this budget (experiments/2026-12-03-demo-shapes; "
-                     f"TST − baseline in brackets): {shown}")
+                     f"TST − baseline after the seeds): {shown}")
     by_width = sorted(groups, key=lambda g: g["dim"])
     if len({g["dim"] for g in by_width}) > 1 and by_width[0]["delta"]["mean"] is not None \
             and by_width[-1]["delta"]["mean"] is not None:

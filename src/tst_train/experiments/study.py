@@ -47,6 +47,7 @@ class RunInfo:
     final_val_loss: float
     flops_per_position: float
     params: int
+    positions_per_step: int = 0  # 0: not recorded
 
 
 def _arm(cfg) -> str | None:
@@ -77,7 +78,7 @@ def scan(runs_dir: Path) -> list[RunInfo]:
         plan = json.loads((d / rundir.PLAN_FILE).read_text())
         out.append(RunInfo(d.name, plan["model"]["dim"], plan["model"]["n_layers"], cfg.train.lr, cfg.train.steps,
                            arm, cfg.train.seed, summary["flops"], curve[-1][1], plan["flops_per_position"],
-                           plan["params"]))
+                           plan["params"], summary["positions"] // max(1, summary["steps"])))
     return out
 
 
@@ -101,7 +102,7 @@ def group_deltas(runs: list[RunInfo]) -> list[dict]:
             any_run = next(iter(seeds.values()))
             rows.append({"dim": key[0], "n_layers": key[1], "lr": key[2], "steps": key[3], "arm": arm,
                          "seeds": common, "flops": any_run.flops, "flops_per_position": any_run.flops_per_position,
-                         "params": any_run.params,
+                         "params": any_run.params, "positions_per_step": any_run.positions_per_step,
                          "baseline": analysis.mean_ci([base[s].final_val_loss for s in common]),
                          "tst": analysis.mean_ci([seeds[s].final_val_loss for s in common]),
                          "delta": analysis.mean_ci(deltas), "delta_per_seed": deltas,
