@@ -249,28 +249,28 @@ def test_demo_runs_its_shapes_and_states_what_it_measured(tiny_data, tmp_path, c
     out = tmp_path / "demo"
     code = main(["demo", "--out", str(out), "--data", str(tiny_data), "--steps", "8", "--batch-size", "2",
                  "--seq-len", "16", "--eval-every", "4", "--eval.tokens=512", "--train.warmup_steps=2",
-                 "--log.tensorboard=false", "--seeds", "2"])
+                 "--log.tensorboard=false", "--seeds", "2", "--lr", "4e-4"])
     printed = capsys.readouterr().out
     assert code == 0, printed
     study = json.loads((out / "report" / "study.json").read_text())
-    assert [(g["dim"], g["n_layers"], g["lr"]) for g in study["groups"]] == [(512, 1, 5e-4)]
+    assert [(g["dim"], g["n_layers"], g["lr"]) for g in study["groups"]] == [(512, 1, 4e-4)]  # the user's rate
     assert all(g["steps"] == 8 and g["seeds"] == [0, 1] for g in study["groups"])  # the user's --steps/--seeds won
     # the TST runs carry the demo's batch fold and fitted weights; the baselines none of them
     assert {g["arm"] for g in study["groups"]} == {"s4-r0.25-fitted+fold-batch"}
     from tst_train.rundir import read_config
-    base_cfg = read_config(out / "report" / "runs" / "d512-L1-lr0.0005-baseline-seed1")
-    tst_cfg = read_config(out / "report" / "runs" / "d512-L1-lr0.0005-s4-r0.25-fitted+fold-batch-seed1")
+    base_cfg = read_config(out / "report" / "runs" / "d512-L1-lr0.0004-baseline-seed1")
+    tst_cfg = read_config(out / "report" / "runs" / "d512-L1-lr0.0004-s4-r0.25-fitted+fold-batch-seed1")
     assert (base_cfg.tst.fold, base_cfg.tst.weights, base_cfg.tst.mode) == ("sequence", "uniform", "baseline")
-    assert (tst_cfg.tst.fold, tst_cfg.tst.weights, tst_cfg.train.lr) == ("batch", "fitted", 5e-4)
+    assert (tst_cfg.tst.fold, tst_cfg.tst.weights, tst_cfg.train.lr) == ("batch", "fitted", 4e-4)
     demo = (out / "report" / "demo.md").read_text()
     assert ("TST WINS at" in demo or "not shown at this budget" in demo
             or "TST does not beat the best baseline at no more FLOPs" in demo)
-    assert "d512/L1 lr 0.0005 (" in demo and "TST against the best baseline at no more FLOPs" in demo
+    assert "d512/L1 lr 0.0004 (" in demo and "TST against the best baseline at no more FLOPs" in demo
     # on the user's own --data the committed baselines (measured on the bundled corpus) are left out
     assert "committed record" not in demo and "(measured here, 2 seeds" in demo
     assert "verdict:" in printed and "demo.md" in printed
     # the report describes what ran, the user's flags included
-    assert "8 steps × 2 rows" in demo and "fitted weights, fold=batch" in demo and "d512/L1 at lr 0.0005" in demo
+    assert "8 steps × 2 rows" in demo and "fitted weights, fold=batch" in demo and "d512/L1 at lr 0.0004" in demo
 
 
 def test_a_bad_out_or_data_is_one_line_and_writes_or_replaces_nothing(tiny_data, tmp_path, capsys):

@@ -28,10 +28,10 @@ from .study import VARIANT_DEFAULTS, welch
 # s = 4, r = 0.25, the batch fold and fitted bag weights; evaluation only at the phase boundary and the end
 # (one evaluation of 16,384 tokens costs ~40 training steps here, and the verdict reads final losses).
 DEMO_FLAGS = ["--preset", "tiny", "--steps", "1000", "--batch-size", "8", "--seq-len", "32", "--bag-size", "4",
-              "--superposition-frac", "0.25", "--eval-every", "0", "--train.lr=5e-4", "--eval.tokens=16384",
+              "--superposition-frac", "0.25", "--eval-every", "0", "--lr", "5e-4", "--eval.tokens=16384",
               "--tst.weights=fitted", "--tst.fold=batch"]
-# (width, depth, learning rate): 5e-4 was the best rate for both arms at d512/L1 of 2.5e-4–2e-3 in the study
-DEMO_SHAPES = [(512, 1, 5e-4)]
+# (width, depth), at the flags' rate (5e-4: the best for both arms at d512/L1 of 2.5e-4–2e-3 in the study)
+DEMO_SHAPES = [(512, 1)]
 DEMO_VOCAB = 4096
 EXPERIMENTS = Path(__file__).resolve().parents[3] / "experiments"
 STUDY = EXPERIMENTS / "2026-12-01-where-tst-pays" / "study" / "study.json"
@@ -219,7 +219,7 @@ def committed_study(path: Path = STUDY, orders: list[Path] | None = None) -> lis
 def describe(cfg, shapes=DEMO_SHAPES, variant: str = "") -> str:
     """The settings this demo ran with, from its resolved config (the user's flags included)."""
     t, tst = cfg.train, cfg.tst
-    shown = ", ".join(f"d{d}/L{n} at lr {lr:g}" for d, n, lr in shapes)
+    shown = ", ".join(f"d{d}/L{n} at lr {t.lr:g}" for d, n in shapes)
     return (f"{cfg.data.path}, {t.steps} steps × {t.batch_size} rows × {t.seq_len} positions, "
             f"TST s = {tst.bag_size}, r = {tst.superposition_frac}, {tst.weights} weights"
             + (f", {variant.replace('+', ', ')}" if variant else "") + f"; shapes {shown}")
