@@ -23,3 +23,8 @@ V=(--eval-every 500 --out "$OUT/demo-750" --steps 750)
 "$TST" sweep "${COMMON[@]}" "${V[@]}" --seeds 1 --dims 64 --layers 2 --lrs 1e-3
 "$TST" sweep "${COMMON[@]}" "${V[@]}" --seeds 1 --dims 256 --layers 1,2 --lrs 5e-4,1e-3
 "$TST" sweep "${COMMON[@]}" "${V[@]}" --seeds 1 --dims 128 --layers 8 --lrs 1e-3
+# 900 steps (added after the 1000- and 750-step pools: would a 10 % shorter demo still win?)
+N=(--eval-every 0 --out "$OUT/demo-900" --steps 900)
+"$TST" sweep "${COMMON[@]}" "${N[@]}" --seeds 3 --dims 512 --layers 1 --lrs 5e-4
+"$TST" sweep "${COMMON[@]}" "${N[@]}" --seeds 3 --dims 256 --layers 2 --lrs 5e-4
+"$TST" sweep "${COMMON[@]}" "${N[@]}" --seeds 3 --dims 128 --layers 2 --lrs 1e-3
