@@ -217,6 +217,7 @@ def test_the_demo_headline_counts_a_win_only_against_every_cheaper_baseline_with
     other = (rows(256, 2, 5.0, 5.1, fpp=15.2e6, steps=200) + rows(64, 2, 5.0, 5.1, fpp=1e6, positions=128)
              + rows(128, 2, 5.0, 5.1, fpp=1e6, positions=0))  # 0: a record that does not say
     assert "measured here" in demo.headline(demo.best_baselines(here, other))
+    assert not any("committed record's baselines" in line for line in demo.verdict(here, other))
     # ahead of its own (over-wide) baseline, but a cheaper shape's baseline is better still: no win
     over_wide = result(rows(512, 1, 5.40, 5.32))
     assert demo.headline(demo.best_baselines(over_wide, rows(128, 2, 5.25, 5.45, fpp=5.4e6))).startswith(

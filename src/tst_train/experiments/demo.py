@@ -86,6 +86,12 @@ def record_baselines(path: Path = BUDGET_RECORD) -> list[dict]:
     return list(groups.values())
 
 
+def _same_budget(a: dict, b: dict) -> bool:
+    """Same steps and positions per step (a record that does not say its positions matches nothing)."""
+    return a["steps"] == b["steps"] and bool(a.get("positions_per_step")) \
+        and a.get("positions_per_step") == b.get("positions_per_step")
+
+
 def best_baselines(result: dict, record: list[dict]) -> list[dict]:
     """Each TST group measured here against the best baseline of any shape at no more FLOPs, among this run's
     groups and the committed record's at the same budget (same steps and positions per step: a record group
@@ -93,8 +99,7 @@ def best_baselines(result: dict, record: list[dict]) -> list[dict]:
     measured = [g | {"source": "measured here"} for g in result["groups"] if g["baseline_all"]]
     out = []
     for g in result["groups"]:
-        same_budget = [b | {"source": "committed record"} for b in record if b["steps"] == g["steps"]
-                       and b.get("positions_per_step") and b.get("positions_per_step") == g.get("positions_per_step")]
+        same_budget = [b | {"source": "committed record"} for b in record if _same_budget(b, g)]
         cheaper = [b for b in measured + same_budget if b["flops"] <= g["flops"] * (1 + 1e-9)]
         if not cheaper or not g["tst_all"]:
             continue
@@ -119,8 +124,8 @@ def verdict(result: dict, record: list[dict] | None = None) -> list[str]:
         g, base = b["group"], b["best_baseline"]
         lines.append(f"{_shape(g)} TST against the best baseline at no more FLOPs — {_shape(base)} "
                      f"({base['source']}, {len(base['baseline_all'])} seeds, {_loss(b['loss'])}): Δ {_d(b['delta'])}")
-    cheaper = [b for b in record if b["steps"] in {g["steps"] for g in groups}]
-    if cheaper:
+    cheaper = [b for b in record if any(_same_budget(b, g) for g in groups)]
+    if cheaper:  # every baseline of the record at this budget, cheaper or not
         shown = ", ".join(f"{_shape(b)} {statistics.fmean(b['baseline_all']):.3f} ({len(b['baseline_all'])} "
                           f"seed{'s' if len(b['baseline_all']) > 1 else ''}"
                           + (f"; TST {b['delta']['mean']:+.3f}" if b["delta"]["mean"] is not None else "") + ")"
