@@ -210,8 +210,8 @@ def demo_parser() -> ArgumentParser:
                        epilog=help_epilog(), formatter_class=argparse.RawDescriptionHelpFormatter)
     add_run_flags(p)
     p.add_argument("--out", default="runs/demo", help="output directory (data, runs and report; default runs/demo)")
-    p.add_argument("--seeds", default="3", help="number of seeds per shape and arm (default 3, the fewest that "
-                                                "give confidence intervals; 1 takes a third of the time)")
+    p.add_argument("--seeds", default="3", help="number of seeds per arm (default 3; 1 takes a third of the "
+                                                "time and gives no interval, so the verdict cannot say TST wins)")
     return p
 
 
