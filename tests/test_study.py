@@ -225,6 +225,8 @@ def test_the_demo_headline_counts_a_win_only_against_every_cheaper_baseline_with
     # ahead of both on average, but one seed's TST run is bad enough that the intervals reach zero: not shown
     noisy = result(rows(512, 1, 5.30, 5.27, tst_noise=(0.0, 0.08, -0.05)))
     assert "an interval does not exclude zero: not shown at this budget" in demo.headline(demo.best_baselines(noisy, []))
+    one_seed = result(rows(512, 1, 5.46, 5.37, noise=(0.0,)))
+    assert "but one seed gives no interval: not shown at this budget" in demo.headline(demo.best_baselines(one_seed, []))
     # the committed record is read back from study.json as the demo finds it
     assert demo.record_baselines(Path("/no/such/study.json")) == []
     path = tmp_path / "study.json"

@@ -170,9 +170,10 @@ def headline(best: list[dict]) -> str:
              and b["group"]["delta"]["mean"] is not None and b["group"]["delta"]["mean"] < 0]
     if ahead:
         b = min(ahead, key=lambda w: w["delta"]["mean"])
+        why = ("an interval does not exclude zero" if b["delta"].get("ci95") and b["group"]["delta"].get("ci95")
+               else "one seed gives no interval")
         return (f"TST is ahead at {_shape(b['group'])} (Δ {_d(b['group']['delta'])} against its own baseline, "
-                f"{_d(b['delta'])} against the best baseline at no more FLOPs) but an interval does not exclude "
-                "zero: not shown at this budget")
+                f"{_d(b['delta'])} against the best baseline at no more FLOPs) but {why}: not shown at this budget")
     return "TST does not beat the best baseline at no more FLOPs at this budget: the best baseline shape wins"
 
 
