@@ -32,3 +32,6 @@ N=(--eval-every 0 --out "$OUT/demo-900" --steps 900)
 "$TST" sweep "${COMMON[@]}" "${N[@]}" --seeds 3 --dims 512 --layers 1 --lrs 5e-4
 "$TST" sweep "${COMMON[@]}" "${N[@]}" --seeds 3 --dims 256 --layers 2 --lrs 5e-4
 "$TST" sweep "${COMMON[@]}" "${N[@]}" --seeds 3 --dims 128 --layers 2 --lrs 1e-3
+# 1000 steps, added last: d384/L2 (about d512/L1's FLOPs) and d256/L3
+"$TST" sweep "${COMMON[@]}" "${W[@]}" --seeds 3 --dims 384 --layers 2 --lrs 5e-4
+"$TST" sweep "${COMMON[@]}" "${W[@]}" --seeds 1 --dims 256 --layers 3 --lrs 5e-4
