@@ -132,21 +132,6 @@ def verdict(result: dict, record: list[dict] | None = None) -> list[str]:
                           for b in sorted(cheaper, key=lambda b: (b["flops_per_position"], b["lr"])))
         lines.append(f"the committed record's baselines at this budget (experiments/2026-12-03-demo-shapes; "
                      f"TST − baseline after the seeds): {shown}")
-    by_width = sorted(groups, key=lambda g: g["dim"])
-    if len({g["dim"] for g in by_width}) > 1 and by_width[0]["delta"]["mean"] is not None \
-            and by_width[-1]["delta"]["mean"] is not None:
-        shrinks = by_width[-1]["delta"]["mean"] < by_width[0]["delta"]["mean"]
-        lines.append(f"from d = {by_width[0]['dim']} to d = {by_width[-1]['dim']} the gap to the equal-FLOPs "
-                     f"baseline {'shrinks' if shrinks else 'does not shrink'} "
-                     f"({by_width[0]['delta']['mean']:+.3f} → {by_width[-1]['delta']['mean']:+.3f})")
-    for f in result["frontier"]:
-        b, t, d = f["best_baseline"], f["best_tst"], f["delta"]
-        who = ("TST's best shape wins" if d["mean"] is not None and d["mean"] < 0 else "the best baseline shape wins")
-        sure = "" if d.get("ci95") and (d["ci95"][1] < 0 or d["ci95"][0] > 0) else " (not significant)" \
-            if d.get("ci95") else " (1 seed: no interval)"
-        lines.append(f"frontier at {f['flops_range'][0]:.2g}–{f['flops_range'][1]:.2g} FLOPs: best baseline "
-                     f"d{b['dim']}/L{b['n_layers']} {b['loss']['mean']:.3f} vs best TST d{t['dim']}/L{t['n_layers']} "
-                     f"{t['loss']['mean']:.3f}: Δ {_d(d)} — at this budget {who}{sure}")
     return lines
 
 
