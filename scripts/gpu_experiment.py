@@ -53,7 +53,7 @@ from tst_train import rundir  # noqa: E402
 from tst_train.cli.args import parse_dotted  # noqa: E402
 from tst_train.config import Config, apply_mapping, load_toml, set_value  # noqa: E402
 from tst_train.errors import Interrupted, UserError  # noqa: E402
-from tst_train.experiments import analysis  # noqa: E402
+from tst_train.experiments import analysis, stats  # noqa: E402
 from tst_train.experiments.arms import run_arm  # noqa: E402
 from tst_train.experiments.compare import summarize  # noqa: E402
 from tst_train.experiments.report import machine_description, verdict, write_report  # noqa: E402
@@ -452,7 +452,7 @@ def arm_rows(outcomes: dict, arms: list[str], summaries: dict, work: Path) -> di
         runs = [work / "runs" / f"{arm}-seed{s}" for s in seeds]
         tp = [throughput(r) for r in runs]
         finals = [analysis.eval_curve(read_metrics(r))[-1][1] for r in runs]
-        row = {"seeds": seeds, "final_val_loss": analysis.mean_ci(finals),
+        row = {"seeds": seeds, "final_val_loss": stats.mean_ci(finals),
                **{k: (statistics.median(t[k] for t in tp) if tp and tp[0][k] is not None else None)
                   for k in ("positions_per_s", "data_tokens_per_s", "model_tflops", "mfu_datasheet",
                             "of_measured_peak", "step_time_median", "epochs", "data_tokens")}}

@@ -15,15 +15,6 @@ TINY = ["--preset", "tiny", "--steps", "12", "--batch-size", "2", "--seq-len", "
         "--log.tensorboard=false", "--train.threads=1"]
 
 
-def test_mean_ci_matches_hand_computation():
-    r = analysis.mean_ci([1.0, 2.0, 3.0])
-    assert r["mean"] == 2.0 and r["sd"] == 1.0
-    half = 4.303 / math.sqrt(3)
-    assert r["ci95"] == pytest.approx([2 - half, 2 + half])
-    assert analysis.mean_ci([5.0])["ci95"] is None
-    assert analysis.mean_ci([None, 1.0, None])["n"] == 1
-
-
 def test_first_crossing_and_value_at():
     curve = [(100, 5.0), (200, 4.0), (300, 3.0)]
     assert analysis.first_crossing(curve, 3.5) == pytest.approx(250.0)

@@ -1,33 +1,7 @@
-"""Pure functions that turn run records into comparisons: equal-FLOPs deltas, equal-loss speed-ups,
-equal-data losses, and means with 95% confidence intervals over seeds. No I/O, no plotting.
+"""Pure functions that turn run records into comparisons: equal-FLOPs deltas, equal-loss speed-ups on
+one run's curve, equal-data losses. No I/O, no plotting; the statistics are in ``stats``.
 """
 from __future__ import annotations
-
-import math
-import statistics
-
-# Two-sided 95% Student-t quantiles t_{0.975, df} (df = n_seeds − 1); beyond 30, 1.96 is within 2%.
-T_975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228,
-         11: 2.201, 12: 2.179, 13: 2.160, 14: 2.145, 15: 2.131, 16: 2.120, 17: 2.110, 18: 2.101, 19: 2.093,
-         20: 2.086, 25: 2.060, 30: 2.042}
-
-
-def t_quantile(df: int) -> float:
-    if df in T_975:
-        return T_975[df]
-    below = max(k for k in T_975 if k <= df) if df < 30 else None
-    return T_975[below] if below else 1.96
-
-
-def mean_ci(values: list[float | None]) -> dict:
-    """Mean, sample sd and the 95% t-interval of the non-null values (interval null below 2 values)."""
-    xs = [v for v in values if v is not None and math.isfinite(v)]
-    out = {"n": len(xs), "mean": statistics.fmean(xs) if xs else None, "sd": None, "ci95": None}
-    if len(xs) >= 2:
-        sd = statistics.stdev(xs)
-        half = t_quantile(len(xs) - 1) * sd / math.sqrt(len(xs))
-        out.update(sd=sd, ci95=[out["mean"] - half, out["mean"] + half])
-    return out
 
 
 def eval_curve(records: list[dict], x: str = "step") -> list[tuple[float, float]]:

@@ -12,7 +12,7 @@ from pathlib import Path
 from .. import rundir
 from ..config import Config
 from ..metrics import read_metrics
-from . import analysis
+from . import analysis, stats
 from .arms import BASELINES, arm_config, arm_dir_name, check_jobs, run_arms, tst_data_tokens
 from .downstream import headline, score_runs
 
@@ -69,9 +69,9 @@ def summarize(out: Path, base: Config, arms: list[str], seeds: list[int], task_s
                 "tasks": headline((task_scores or {}).get(run_dir.name, {})),
             }
         task_keys = sorted({k for v in seeds_out.values() for k in v["tasks"]})
-        per_arm[arm] = {"seeds": seeds_out, **{k: analysis.mean_ci([v[k] for v in seeds_out.values()])
+        per_arm[arm] = {"seeds": seeds_out, **{k: stats.mean_ci([v[k] for v in seeds_out.values()])
                                              for k in ("final_val_loss", "best_val_loss", "step_time_median", "wall_time", "train_time")},
-                        "tasks": {k: analysis.mean_ci([v["tasks"].get(k) for v in seeds_out.values()]) for k in task_keys}}
+                        "tasks": {k: stats.mean_ci([v["tasks"].get(k) for v in seeds_out.values()]) for k in task_keys}}
     comparisons = {}
     if "baseline" in arms:
         for arm in arms:
@@ -82,9 +82,9 @@ def summarize(out: Path, base: Config, arms: list[str], seeds: list[int], task_s
                 records.get(("baseline-equal-data", seed))) for seed in seeds}
             comparisons[arm] = {
                 "per_seed": per_seed,
-                "delta_val_loss": analysis.mean_ci([c["delta_val_loss"] for c in per_seed.values()]),
-                "equal_loss_speedup": analysis.mean_ci([c["equal_loss_speedup"] for c in per_seed.values()]),
-                "equal_data_delta_val_loss": analysis.mean_ci(
+                "delta_val_loss": stats.mean_ci([c["delta_val_loss"] for c in per_seed.values()]),
+                "equal_loss_speedup": stats.mean_ci([c["equal_loss_speedup"] for c in per_seed.values()]),
+                "equal_data_delta_val_loss": stats.mean_ci(
                     [(c["equal_data"] or {}).get("delta_val_loss") for c in per_seed.values()]),
                 "speedup_reached": sum(c["equal_loss_speedup"] is not None for c in per_seed.values()),
             }

@@ -21,8 +21,8 @@ import json
 import statistics
 from pathlib import Path
 
-from . import analysis
-from .study import VARIANT_DEFAULTS, welch
+from . import stats
+from .study import VARIANT_DEFAULTS
 
 # The shared settings (equal to configs/demo_cpu.toml, a test checks): 1000 steps x 8 rows x 32 positions,
 # s = 4, r = 0.25, the batch fold and fitted bag weights; evaluation only at the phase boundary and the end
@@ -104,8 +104,8 @@ def best_baselines(result: dict, record: list[dict]) -> list[dict]:
         if not cheaper or not g["tst_all"]:
             continue
         base = min(cheaper, key=lambda b: statistics.fmean(b["baseline_all"]))
-        out.append({"group": g, "best_baseline": base, "loss": analysis.mean_ci(base["baseline_all"]),
-                    "delta": welch(g["tst_all"], base["baseline_all"])})
+        out.append({"group": g, "best_baseline": base, "loss": stats.mean_ci(base["baseline_all"]),
+                    "delta": stats.welch(g["tst_all"], base["baseline_all"])})
     return out
 
 

@@ -20,14 +20,13 @@ from __future__ import annotations
 
 import json
 import math
-import random
 import statistics
 from dataclasses import dataclass
 from pathlib import Path
 
 from .. import rundir
 from ..metrics import read_metrics
-from . import analysis
+from . import analysis, stats
 from .report import pyplot, save_figure
 
 FRONTIER_SPAN = 1.3  # runs whose total FLOPs differ by less than this factor share a budget bin
@@ -103,9 +102,9 @@ def group_deltas(runs: list[RunInfo]) -> list[dict]:
             rows.append({"dim": key[0], "n_layers": key[1], "lr": key[2], "steps": key[3], "arm": arm,
                          "seeds": common, "flops": any_run.flops, "flops_per_position": any_run.flops_per_position,
                          "params": any_run.params, "positions_per_step": any_run.positions_per_step,
-                         "baseline": analysis.mean_ci([base[s].final_val_loss for s in common]),
-                         "tst": analysis.mean_ci([seeds[s].final_val_loss for s in common]),
-                         "delta": analysis.mean_ci(deltas), "delta_per_seed": deltas,
+                         "baseline": stats.mean_ci([base[s].final_val_loss for s in common]),
+                         "tst": stats.mean_ci([seeds[s].final_val_loss for s in common]),
+                         "delta": stats.mean_ci(deltas), "delta_per_seed": deltas,
                          "baseline_per_seed": [base[s].final_val_loss for s in common],
                          "tst_per_seed": [seeds[s].final_val_loss for s in common],
                          # every finished seed, paired or not: the cross-shape (Welch) comparisons need no pairing
@@ -136,7 +135,6 @@ def width_trends(rows: list[dict], seed: int = 0) -> list[dict]:
         rs = sorted(rs, key=lambda r: r["dim"])
         if len({r["dim"] for r in rs}) < 2:
             continue
-        rng = random.Random(seed)  # per series: a trend's interval must not move when another series lands
         per_width = [(math.log2(r["dim"]), r["delta_per_seed"]) for r in rs]
         fit = _fit([(x, d) for x, ds in per_width for d in ds])
         trend = {"n_layers": layers, "lr": lr, "steps": steps, "arm": arm,
@@ -147,26 +145,23 @@ def width_trends(rows: list[dict], seed: int = 0) -> list[dict]:
             trend.update(intercept=a, slope_per_doubling=b, crossover_width=cross,
                          # a zero outside the measured widths is the line's extrapolation, not a measurement
                          crossover_extrapolated=cross is not None and not min(trend["widths"]) <= cross <= max(trend["widths"]))
-            ci, found_in = _crossover_interval(per_width, rng)
+            # the same resampling seed per series: a trend's interval must not move when another series lands
+            ci, found_in = _crossover_interval(per_width, seed)
             trend.update(crossover_ci95=ci, crossover_found_in=found_in)
         out.append(trend)
     return out
 
 
-def _crossover_interval(per_width: list[tuple[float, list[float]]], rng: random.Random) -> tuple[list | None, float | None]:
-    """Bootstrap over the seeds at each width: (95 % interval of the crossover or None, share of resamples
-    that find one). (None, None) when some width has one seed: resampling it returns it, so the "interval"
-    would be a point, not an uncertainty."""
-    if min(len(ds) for _, ds in per_width) < 2:
-        return None, None
-    boots = []
-    for _ in range(BOOTSTRAP):
-        f = _fit([(x, d) for x, ds in per_width for d in rng.choices(ds, k=len(ds))])
-        boots.append(_crossover(*f) if f else None)
-    finite = sorted(c for c in boots if c is not None)
-    ci = ([finite[int(0.025 * len(boots))], finite[int(0.975 * len(boots)) - 1]]
-          if len(finite) >= 0.95 * len(boots) else None)
-    return ci, len(finite) / len(boots)
+def _crossover_interval(per_width: list[tuple[float, list[float]]], seed: int) -> tuple[list | None, float | None]:
+    """Bootstrap over the seeds at each width (each width resampled on its own): (95 % interval of the crossover
+    or None, share of resamples that find one)."""
+    xs = [x for x, _ in per_width]
+
+    def crossover(*deltas):
+        f = _fit([(x, d) for x, ds in zip(xs, deltas) for d in ds])
+        return _crossover(*f) if f else None
+
+    return stats.bootstrap_ci(tuple(ds for _, ds in per_width), crossover, BOOTSTRAP, seed)
 
 
 def _crossover(a: float, b: float) -> float | None:
@@ -199,9 +194,9 @@ def frontier(rows: list[dict], span: float = FRONTIER_SPAN) -> list[dict]:
         base = min(with_base, key=lambda r: statistics.fmean(r["baseline_all"]))
         best = min(inside, key=lambda r: statistics.fmean(r["tst_all"]))
         out.append({"flops_range": [members[0][-1], members[-1][-1]], "shapes": sorted(keys),
-                    "best_baseline": _shape(base) | {"loss": analysis.mean_ci(base["baseline_all"])},
-                    "best_tst": _shape(best) | {"arm": best["arm"], "loss": analysis.mean_ci(best["tst_all"])},
-                    "delta": welch(best["tst_all"], base["baseline_all"])})
+                    "best_baseline": _shape(base) | {"loss": stats.mean_ci(base["baseline_all"])},
+                    "best_tst": _shape(best) | {"arm": best["arm"], "loss": stats.mean_ci(best["tst_all"])},
+                    "delta": stats.welch(best["tst_all"], base["baseline_all"])})
     return out
 
 
@@ -213,30 +208,14 @@ def against_frontier(rows: list[dict]) -> list[dict]:
         if not cheaper:
             continue
         base = min(cheaper, key=lambda b: statistics.fmean(b["baseline_all"]))
-        out.append({**_shape(r), "arm": r["arm"], "flops": r["flops"], "loss": analysis.mean_ci(r["tst_all"]),
-                    "best_baseline": _shape(base) | {"flops": base["flops"], "loss": analysis.mean_ci(base["baseline_all"])},
-                    "delta": welch(r["tst_all"], base["baseline_all"])})
+        out.append({**_shape(r), "arm": r["arm"], "flops": r["flops"], "loss": stats.mean_ci(r["tst_all"]),
+                    "best_baseline": _shape(base) | {"flops": base["flops"], "loss": stats.mean_ci(base["baseline_all"])},
+                    "delta": stats.welch(r["tst_all"], base["baseline_all"])})
     return out
 
 
 def _shape(row: dict) -> dict:
     return {"dim": row["dim"], "n_layers": row["n_layers"], "lr": row["lr"], "steps": row["steps"]}
-
-
-def welch(a: list[float], b: list[float]) -> dict:
-    """mean(a) − mean(b) with a 95 % Welch interval (the two sides come from different shapes)."""
-    if not a or not b:
-        return {"mean": None, "ci95": None}
-    diff = statistics.fmean(a) - statistics.fmean(b)
-    if len(a) < 2 or len(b) < 2:
-        return {"mean": diff, "ci95": None}
-    va, vb = statistics.variance(a) / len(a), statistics.variance(b) / len(b)
-    se = math.sqrt(va + vb)
-    if se == 0:
-        return {"mean": diff, "ci95": [diff, diff]}
-    df = (va + vb) ** 2 / (va ** 2 / (len(a) - 1) + vb ** 2 / (len(b) - 1))
-    half = analysis.t_quantile(max(1, int(df))) * se
-    return {"mean": diff, "ci95": [diff - half, diff + half], "df": df}
 
 
 # ---------------------------------------------------------------------------------- the report
@@ -252,16 +231,6 @@ def study_report(out: Path, log=print) -> dict | None:
     (out / "study.md").write_text(format_study(result, plots))
     log(f"study report: {out / 'study.md'}")
     return result
-
-
-def _ci(stat: dict, digits: int = 3, signed: bool = True) -> str:
-    if not stat or stat.get("mean") is None:
-        return "n/a"
-    f = f"{{:{'+' if signed else ''}.{digits}f}}"
-    text = f.format(stat["mean"])
-    if stat.get("ci95"):
-        text += " [" + ", ".join(f.format(v) for v in stat["ci95"]) + "]"
-    return text
 
 
 def format_study(result: dict, plots: list[str]) -> str:
@@ -280,8 +249,8 @@ def format_study(result: dict, plots: list[str]) -> str:
             # a shape tried at several lrs or step counts is one shape here (the best columns name the lr)
             shapes = ", ".join(dict.fromkeys(f"{d}/{n}" for d, n, *_ in f["shapes"]))
             md.append(f"| {f['flops_range'][0]:.2e}–{f['flops_range'][1]:.2e} | {shapes} | d{b['dim']}/L{b['n_layers']} "
-                      f"lr {b['lr']:g}, {b['steps']} steps | {_ci(b['loss'], signed=False)} | d{t['dim']}/L{t['n_layers']} "
-                      f"lr {t['lr']:g}, {t['steps']} steps, {t['arm']} | {_ci(t['loss'], signed=False)} | {_ci(f['delta'])} |")
+                      f"lr {b['lr']:g}, {b['steps']} steps | {stats.fmt(b['loss'], signed=False)} | d{t['dim']}/L{t['n_layers']} "
+                      f"lr {t['lr']:g}, {t['steps']} steps, {t['arm']} | {stats.fmt(t['loss'], signed=False)} | {stats.fmt(f['delta'])} |")
         md.append("")
     if result.get("against_frontier"):
         md += ["## TST against the baseline frontier", "",
@@ -292,14 +261,14 @@ def format_study(result: dict, plots: list[str]) -> str:
         for a in result["against_frontier"]:
             b = a["best_baseline"]
             md.append(f"| d{a['dim']}/L{a['n_layers']} lr {a['lr']:g}, {a['steps']} steps, {a['arm']} | {a['flops']:.2e} | "
-                      f"{_ci(a['loss'], signed=False)} | d{b['dim']}/L{b['n_layers']} lr {b['lr']:g}, {b['steps']} steps | "
-                      f"{b['flops']:.2e} | {_ci(b['loss'], signed=False)} | {_ci(a['delta'])} |")
+                      f"{stats.fmt(a['loss'], signed=False)} | d{b['dim']}/L{b['n_layers']} lr {b['lr']:g}, {b['steps']} steps | "
+                      f"{b['flops']:.2e} | {stats.fmt(b['loss'], signed=False)} | {stats.fmt(a['delta'])} |")
         md.append("")
     if result["width_trends"]:
         md += ["## Δ against width", "", "| depth | lr | steps | TST cell | widths | Δ per width | trend per doubling | "
                "crossover width [95 % bootstrap] |", "|---|---|---|---|---|---|---|---|"]
         for t in result["width_trends"]:
-            per = "; ".join(f"d{w}: {_ci(d)}" for w, d in zip(t["widths"], t["delta"]))
+            per = "; ".join(f"d{w}: {stats.fmt(d)}" for w, d in zip(t["widths"], t["delta"]))
             slope = f"{t['slope_per_doubling']:+.3f}" if "slope_per_doubling" in t else "n/a"
             cross = t.get("crossover_width")
             cross_txt = "none (Δ does not fall with width)" if cross is None else f"{cross:.0f}"
@@ -318,8 +287,8 @@ def format_study(result: dict, plots: list[str]) -> str:
            "|---|---|---|---|---|---|---|---|---|---|"]
     for r in result["groups"]:
         md.append(f"| {r['dim']} | {r['n_layers']} | {r['lr']:g} | {r['steps']} | {r['flops_per_position'] / 1e6:.1f} M | "
-                  f"{r['arm']} | {len(r['seeds'])} | {_ci(r['baseline'], signed=False)} | {_ci(r['tst'], signed=False)} | "
-                  f"{_ci(r['delta'])} |")
+                  f"{r['arm']} | {len(r['seeds'])} | {stats.fmt(r['baseline'], signed=False)} | {stats.fmt(r['tst'], signed=False)} | "
+                  f"{stats.fmt(r['delta'])} |")
     md += [""] + [f"![{p}]({p})" for p in plots]
     return "\n".join(md) + "\n"
 

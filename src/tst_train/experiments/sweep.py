@@ -19,7 +19,7 @@ from ..config import Config
 from ..errors import UserError
 from ..metrics import read_metrics
 from ..model import scaled_shape
-from . import analysis
+from . import analysis, stats
 from .arms import check_jobs, run_arms
 
 
@@ -194,7 +194,7 @@ def summarize_sweep(out: Path, groups, group_cfgs, grid, seeds) -> dict:
         gc = group_cfgs[g]
         base_runs = {seed: out / "runs" / run_name(g, "baseline", seed) for seed in seeds}
         base_records = {seed: read_metrics(d) for seed, d in base_runs.items()}
-        baseline = analysis.mean_ci([final_val_loss(d) for d in base_runs.values()])
+        baseline = stats.mean_ci([final_val_loss(d) for d in base_runs.values()])
         for w, b, f, v in grid:
             runs = [out / "runs" / run_name(g, cell_arm(b, f, w, v), seed) for seed in seeds]
             cmp = [analysis.compare_to_baseline(read_metrics(r), base_records[seed]) for r, seed in zip(runs, seeds)]
@@ -202,9 +202,9 @@ def summarize_sweep(out: Path, groups, group_cfgs, grid, seeds) -> dict:
                           "budget": g.budget or None, "steps": gc.train.steps, "group": g.prefix(),
                           "bag_size": b, "superposition_frac": f, "weights": w, "variant": v,
                           "baseline_final_val_loss": baseline,
-                          "final_val_loss": analysis.mean_ci([final_val_loss(r) for r in runs]),
-                          "delta_val_loss": analysis.mean_ci([c["delta_val_loss"] for c in cmp]),
-                          "equal_loss_speedup": analysis.mean_ci([c["equal_loss_speedup"] for c in cmp]),
+                          "final_val_loss": stats.mean_ci([final_val_loss(r) for r in runs]),
+                          "delta_val_loss": stats.mean_ci([c["delta_val_loss"] for c in cmp]),
+                          "equal_loss_speedup": stats.mean_ci([c["equal_loss_speedup"] for c in cmp]),
                           "speedup_reached": sum(c["equal_loss_speedup"] is not None for c in cmp)})
     valid = [c for c in cells if c["final_val_loss"]["mean"] is not None]
     best = min(valid, key=lambda c: c["final_val_loss"]["mean"]) if valid else None
