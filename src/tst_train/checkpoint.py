@@ -117,6 +117,15 @@ def _dir_name(step: int) -> str:
     return f"step_{step:07d}"
 
 
+def step_of(path: Path) -> int:
+    """The step a checkpoint directory was saved before (``step_0000800`` → 800)."""
+    return int(path.name.removeprefix("step_"))
+
+
+def checkpoint_at(ckpt_root: Path, step: int) -> Path:
+    return ckpt_root / _dir_name(step)
+
+
 def list_checkpoints(ckpt_root: Path) -> list[Path]:
     """Complete checkpoints (their info file exists), oldest first."""
     if not ckpt_root.is_dir():
@@ -204,8 +213,9 @@ def _read_state(path: Path) -> dict:
 
 # ------------------------------------------------------------------------------------ save / load
 def save(ckpt_root: Path, step: int, model: nn.Module, optimizer: torch.optim.Optimizer,
-         trainer_state: dict, fingerprint: dict, keep: int) -> Path:
-    """Save a checkpoint for resuming *before* 0-based ``step``; collective (all ranks call it)."""
+         trainer_state: dict, fingerprint: dict, keep: int, pinned: frozenset[int] = frozenset()) -> Path:
+    """Save a checkpoint for resuming *before* 0-based ``step``; collective (all ranks call it). The newest
+    ``keep`` are kept, and those of the ``pinned`` steps (where cooldown branches start) whatever their age."""
     final = ckpt_root / _dir_name(step)
     tmp = ckpt_root / (_dir_name(step) + ".tmp")
     rank = distributed.rank_world()[0]
@@ -230,7 +240,7 @@ def save(ckpt_root: Path, step: int, model: nn.Module, optimizer: torch.optim.Op
                 shutil.rmtree(final)
             os.replace(tmp, final)
             _fsync_dir(ckpt_root)
-            for old in list_checkpoints(ckpt_root)[:-keep]:
+            for old in [c for c in list_checkpoints(ckpt_root) if step_of(c) not in pinned][:-keep]:
                 shutil.rmtree(old, ignore_errors=True)
         distributed.barrier()
     return final
@@ -283,8 +293,17 @@ def _info(path: Path) -> dict:
 def load_latest(ckpt_root: Path, model: nn.Module, optimizer: torch.optim.Optimizer, fingerprint: dict) -> dict | None:
     """Load the newest sound checkpoint into ``model``/``optimizer``; return the trainer state (or None)."""
     path = latest_valid(ckpt_root, warn=distributed.print0)
-    if path is None:
-        return None
+    return None if path is None else _load_verified(path, model, optimizer, fingerprint)
+
+
+def load_state(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer, fingerprint: dict) -> dict:
+    """Load checkpoint ``path`` (verified, and saved with ``fingerprint``) into ``model``/``optimizer``; return
+    the trainer state — where a cooldown branch starts."""
+    verify(path)
+    return _load_verified(path, model, optimizer, fingerprint)
+
+
+def _load_verified(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer, fingerprint: dict) -> dict:
     check_compatible(_info(path).get("fingerprint", {}), fingerprint, path)
     model_sd, optim_sd = get_state_dict(model, optimizer)
     state = {"model": model_sd, "optim": optim_sd}

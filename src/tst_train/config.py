@@ -149,6 +149,8 @@ class TrainSection:
     (a frozen or dead rank must not make the others wait forever)."""
     init_from: str = opt("")
     """Start from these weights instead of a random init: RUN_DIR[:STEP] or a Hugging Face Llama directory (same architecture; fresh optimizer and schedule)."""
+    branch_from: str = opt("", check=Pattern(r"(.+:\d+)?", "RUN_DIR:STEP"))
+    """A cooldown branch: continue RUN_DIR's whole training state (weights, optimizer, data position) from its checkpoint at STEP, with this run's steps. Refused unless both runs have the same settings but `steps` and the same learning rate and phase at every step before STEP (`tst curve` makes such branches)."""
 
 
 @dataclass
@@ -176,6 +178,8 @@ class CheckpointSection:
     """Checkpoint every N steps (0 = only at the phase boundary, on a stop signal and at the end)."""
     keep: int = opt(2, numbers=False, check=POSITIVE_COUNT)
     """Keep the last K checkpoints."""
+    keep_steps: str = opt("", numbers=False, check=Pattern(r"(\d+(,\d+)*)?", "comma-separated step numbers"))
+    """Also checkpoint after these steps and keep those checkpoints (e.g. `800,1200`: where cooldown branches start)."""
 
 
 @dataclass

@@ -45,6 +45,14 @@ def read_metrics(run_dir: str | Path) -> list[dict]:
     return out
 
 
+def copy_records(src: Path, dst: Path, step: int) -> None:
+    """A cooldown branch's record starts with its trunk's records up to the branch step."""
+    kept = [r for r in read_metrics(src) if r.get("step", 0) <= step]
+    rundir_tmp = dst / (METRICS_FILE + ".tmp")
+    rundir_tmp.write_text("".join(json.dumps(r) + "\n" for r in kept))
+    os.replace(rundir_tmp, dst / METRICS_FILE)
+
+
 def truncate_after(run_dir: Path, step: int) -> None:
     """On resume from a checkpoint taken before step ``step`` (0-based), drop records of later steps.
 

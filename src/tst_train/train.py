@@ -26,12 +26,12 @@ import tst
 
 from . import checkpoint, distributed, errors, rundir, tokenizer_files
 from .build import build_model, fingerprint
-from .config import Config, auto_eval_every
+from .config import Config, auto_eval_every, numbers_differ
 from .console import Console
 from .data.loader import TokenLoader, check_data_dir, load_split
 from .errors import UserError
 from .evaluate import Validator
-from .metrics import MetricsWriter, mfu, truncate_after
+from .metrics import MetricsWriter, copy_records, mfu, truncate_after
 from .model import Transformer
 from .objective import TrainObjective
 from .optim import build_optimizer, lr_at, reset_moments, set_lr
@@ -217,8 +217,11 @@ class Trainer:
         self.fingerprint = fingerprint(cfg, self.mcfg, self.meta)
         self.ckpt_root = run_dir / "checkpoints"
         self.state = TrainState()
+        self.pinned = frozenset(int(x) for x in cfg.checkpoint.keep_steps.split(",") if x)
         if resume:
             self._resume()
+        elif t.branch_from:
+            self._branch()
 
     # ------------------------------------------------------------------ checkpoints
     def _resume(self) -> None:
@@ -235,11 +238,30 @@ class Trainer:
         truncate_after(self.run_dir, self.state.step)
         distributed.print0(f"resumed from step {self.state.step}")
 
+    def _branch(self) -> None:
+        """Start from the trunk's checkpoint at the branch step: its weights, optimizer moments, data position
+        and counters, so the branch equals a run trained alone with this run's steps."""
+        trunk_dir, step = split_branch(self.cfg.train.branch_from)
+        trunk = rundir.read_config(trunk_dir)
+        problem = branch_mismatch(trunk, self.cfg, step)
+        if problem:
+            raise UserError(f"--train.branch_from {self.cfg.train.branch_from}: {problem}")
+        path = checkpoint.checkpoint_at(trunk_dir / "checkpoints", step)
+        if not path.is_dir():
+            raise UserError(f"--train.branch_from: {trunk_dir} has no checkpoint at step {step} (train it with "
+                            f"--checkpoint.keep_steps={step} to keep one there)")
+        state = checkpoint.load_state(path, self.model, self.optimizer, fingerprint(trunk, self.mcfg, self.meta))
+        self.state = TrainState(**state)
+        self.loader.load_state_dict(self.state.loader)
+        if self.state.rng:
+            torch.set_rng_state(self.state.rng["cpu"])
+        distributed.print0(f"branched from {trunk_dir} at step {step}")
+
     def save_checkpoint(self) -> None:
         self.state.loader = self.loader.state_dict()
         self.state.rng = {"cpu": torch.get_rng_state()}
         checkpoint.save(self.ckpt_root, self.state.step, self.model, self.optimizer, asdict(self.state),
-                        self.fingerprint, self.cfg.checkpoint.keep)
+                        self.fingerprint, self.cfg.checkpoint.keep, self.pinned)
 
     # ------------------------------------------------------------------ one step
     def train_step(self, step: int, phase: tst.Phase) -> dict:
@@ -315,11 +337,11 @@ class Trainer:
                     record = self._evaluate(phase, wall_start)
                     writer.log(record)
                     console.line(_eval_line(record, t.steps))
-                if self.due(cfg.checkpoint.every):
+                if self.due(cfg.checkpoint.every) or st.step in self.pinned:
                     self.save_checkpoint()
                 if distributed.any_rank(stop.signum is not None, self.device):
                     interrupted = signal.Signals(stop.signum or signal.SIGTERM).name
-                    if not self.due(cfg.checkpoint.every):
+                    if not (self.due(cfg.checkpoint.every) or st.step in self.pinned):
                         self.save_checkpoint()
                     break
         console.close()
@@ -377,6 +399,33 @@ class Trainer:
                 "params": self.model.num_params()}
 
 
+def split_branch(source: str) -> tuple[Path, int]:
+    """``RUN_DIR:STEP`` → (run directory, step)."""
+    path, _, step = source.rpartition(":")
+    return Path(path), int(step)
+
+
+def branch_mismatch(trunk: Config, branch: Config, step: int) -> str | None:
+    """Why ``branch`` cannot continue ``trunk``'s state from ``step`` (None when it can): the settings must be
+    the same but the step count, and the learning rate and phase the same at every step before ``step``."""
+    a, b = copy.deepcopy(trunk), copy.deepcopy(branch)
+    a.train.steps = b.train.steps = 1
+    a.train.branch_from = b.train.branch_from
+    diffs = numbers_differ(a, b)
+    if diffs:
+        return f"the trunk was trained with other settings ({'; '.join(diffs)})"
+    if not 0 < step < branch.train.steps or step > trunk.train.steps:
+        return f"step {step} is not inside both runs (trunk {trunk.train.steps} steps, branch {branch.train.steps})"
+    sa, sb = make_schedule(trunk), make_schedule(branch)
+    for k in range(step):
+        pa, pb = sa.phase_at(k), sb.phase_at(k)
+        if lr_at(k, trunk.train) != lr_at(k, branch.train) or (pa.name, pa.bag_size) != (pb.name, pb.bag_size):
+            return (f"the two schedules differ at step {k} (learning rate {lr_at(k, trunk.train):g} vs "
+                    f"{lr_at(k, branch.train):g}, phase {pa.name} vs {pb.name}): branch at or before the trunk's "
+                    f"decay start and phase boundary")
+    return None
+
+
 def run_training(cfg: Config, out: Path, resume: bool = False) -> dict:
     """Train into run directory ``out`` (a new one, or an existing one with ``resume``): the Python API.
 
@@ -391,6 +440,9 @@ def run_training(cfg: Config, out: Path, resume: bool = False) -> dict:
         if cfg.train.init_from:
             from .loading import absolute_source
             cfg.train.init_from = absolute_source(cfg.train.init_from)
+        if cfg.train.branch_from:
+            trunk, step = split_branch(cfg.train.branch_from)
+            cfg.train.branch_from = f"{os.path.abspath(trunk)}:{step}"
     distributed.init(cfg.train.device, cfg.train.collective_timeout_s)
     main = distributed.is_main()
     with contextlib.ExitStack() as held:
@@ -407,6 +459,9 @@ def run_training(cfg: Config, out: Path, resume: bool = False) -> dict:
             held.enter_context(rundir.locked(out))
         if tokenizer:
             tokenizer_files.write(out, tokenizer)
+        if cfg.train.branch_from and not resume and main:  # the branch's record starts with the trunk's
+            trunk, step = split_branch(cfg.train.branch_from)
+            copy_records(trunk, out, step)
         distributed.barrier()
         if main:
             rundir.write_json(out / rundir.PLAN_FILE, p)

@@ -25,6 +25,7 @@ COMMANDS = {
     "train": (_lazy(".train", "train_command"), "train a model (TST or baseline)"),
     "compare": (_lazy(".experiments", "compare_command"), "equal-FLOPs baseline-vs-TST experiment with a report"),
     "sweep": (_lazy(".experiments", "sweep_command"), "grid over shape, lr, budget, bag size, fraction, weighting"),
+    "curve": (_lazy(".experiments", "curve_command"), "a baseline's loss against compute: one run + cooldown branches"),
     "demo": (_lazy(".experiments", "demo_command"), "the bundled-corpus comparison (<= 10 min on 2 CPU cores)"),
     "export": (_lazy(".train", "export_command"), "export a run to a Hugging Face model directory"),
     "generate": (_lazy(".generate", "generate_command"), "generate text from a run (any step) or an HF directory"),

@@ -4,6 +4,7 @@
     tst sweep   --data DATA_DIR --out reports/sweep --bag-sizes 2,4,8 --fracs 0.2,0.4 --weightings uniform,power
     tst sweep   --data DATA_DIR --out reports/width --dims 64,128,256,512 --layers 2 --bag-sizes 4 --fracs 0.25 --seeds 3
     tst sweep   --out reports/width --report-only
+    tst curve   --data DATA_DIR --out reports/curve --step-budgets 500,1000,2000 --seeds 3 --jobs 2
     tst demo    --out runs/demo
 """
 from __future__ import annotations
@@ -197,6 +198,45 @@ def _study_report(out: Path) -> int:
     if study_report(out) is None:
         raise UserError(f"{out} holds no finished baseline/TST pair yet")
     print((out / "study.md").read_text())
+    return 0
+
+
+def curve_parser() -> ArgumentParser:
+    p = ArgumentParser(prog="tst curve", description="A baseline's final validation loss against compute for one "
+                       "shape, at several step budgets: the longest trains once, each shorter budget is a cooldown "
+                       "branch of it (the same numbers as a run of that length, for its decay steps only). Writes "
+                       "curve.json, curve.md and curve.png; the equal-loss speed-up and the frontier read it.",
+                       epilog=help_epilog(), formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_run_flags(p)
+    p.add_argument("--out", required=True, help="curve directory (rerun the same command to resume)")
+    p.add_argument("--step-budgets", required=True, help="step counts, comma-separated, at least two (e.g. 500,1000,2000)")
+    p.add_argument("--seeds", default="1", help="number of seeds (model initialisations)")
+    p.add_argument("--jobs", default="1", help="seeds trained at the same time, in separate processes")
+    p.add_argument("--separate", action="store_true", help="also train each shorter budget as a run of its own "
+                                                          "(the check that a branch equals it)")
+    return p
+
+
+def curve_command(argv: list[str]) -> int:
+    args, extra = curve_parser().parse_known_args(argv + ["--tst.mode=baseline"])  # a curve is the baseline's
+    base, _ = resolve_config(args, extra)
+    if not base.data.path:
+        raise UserError("no data: pass --data DATA_DIR")
+    budgets = parse_list(args.step_budgets, int, "--step-budgets")
+    if any(b < 1 for b in budgets):
+        raise UserError("--step-budgets must be positive step counts")
+    out = Path(args.out)
+    _check_out(out, "curve_config.json", "`tst curve`")
+    n_parallel = positive_int(args.jobs, "--jobs")
+    from ..experiments.curve import curve_jobs, run_curve
+    jobs = curve_jobs(base, out, budgets, _seeds(args, base), args.separate)
+    if args.dry_run:
+        from ..experiments.arms import format_jobs
+        print(format_jobs(jobs, n_parallel))
+        return 0
+    base.log.progress = False
+    run_curve(base, out, budgets, _seeds(args, base), n_parallel, args.separate)
+    print((out / "curve.md").read_text())
     return 0
 
 

@@ -106,8 +106,9 @@ def job_state(cfg: Config, run_dir: Path) -> str:
     return f"resumes from {done[-1].name}" if done else "restarts (no checkpoint)"
 
 
-def format_jobs(jobs: list[tuple[Config, Path]], n_parallel: int) -> str:
+def format_jobs(jobs: list, n_parallel: int) -> str:
     """The runs a command would train, one line each — what ``--dry-run`` prints; nothing is written."""
+    jobs = flat(jobs)
     lines = ["| run | mode | steps | FLOPs | data tokens (epochs) | state |", "|---|---|---|---|---|---|"]
     todo, todo_flops, metas = 0, 0.0, {}
     for cfg, run_dir in jobs:
@@ -121,9 +122,10 @@ def format_jobs(jobs: list[tuple[Config, Path]], n_parallel: int) -> str:
     return "\n".join(lines)
 
 
-def check_jobs(jobs: list[tuple[Config, Path]]) -> None:
+def check_jobs(jobs: list) -> None:
     """Everything that can refuse a command's runs — each data folder, each existing run directory's reuse —
     checked before the command writes anything (its recorded config included), so a refusal leaves no trace."""
+    jobs = flat(jobs)
     for path in dict.fromkeys(cfg.data.path for cfg, _ in jobs):
         check_data_dir(path)
     for cfg, run_dir in jobs:
@@ -131,25 +133,41 @@ def check_jobs(jobs: list[tuple[Config, Path]]) -> None:
             check_reusable(cfg, run_dir)
 
 
-def run_arms(jobs: list[tuple[Config, Path]], n_parallel: int, log=print) -> None:
-    """Train the runs (checked first with ``check_jobs``), ``n_parallel`` at a time in separate processes
-    (one CPU thread each when > 1).
+Job = tuple[Config, Path]
+
+
+def chains(jobs: list) -> list[list[Job]]:
+    """Jobs as chains run in order in one process: a plain (config, run directory) job is a chain of one; a
+    list of jobs is a chain (a compute curve's trunk, then the cooldown branches that start from it)."""
+    return [list(j) if isinstance(j, list) else [j] for j in jobs]
+
+
+def flat(jobs: list) -> list[Job]:
+    return [job for chain in chains(jobs) for job in chain]
+
+
+def run_arms(jobs: list, n_parallel: int, log=print) -> None:
+    """Train the runs (checked first with ``check_jobs``), ``n_parallel`` chains at a time in separate processes
+    (one CPU thread each when > 1); the runs of a chain train one after another, in order.
 
     Side by side, arms share the machine's load equally, so their step times are comparable — on a shared
     machine timings of runs done one after another are not.
     """
+    todo = chains(jobs)
     if n_parallel <= 1:
-        for cfg, run_dir in jobs:
-            run_arm(cfg, run_dir, log)
+        for chain in todo:
+            for cfg, run_dir in chain:
+                run_arm(cfg, run_dir, log)
         return
     import concurrent.futures as cf
     import multiprocessing as mp
     with cf.ProcessPoolExecutor(n_parallel, mp_context=mp.get_context("spawn"), initializer=_worker_init) as pool:
         futures = []
-        for cfg, run_dir in jobs:
-            cfg = copy.deepcopy(cfg)
-            cfg.train.threads = cfg.train.threads or 1
-            futures.append(pool.submit(_run_in_worker, cfg, run_dir, print))
+        for chain in todo:
+            chain = [(copy.deepcopy(cfg), run_dir) for cfg, run_dir in chain]
+            for cfg, _ in chain:
+                cfg.train.threads = cfg.train.threads or 1
+            futures.append(pool.submit(_run_in_worker, chain, print))
         stopped, skipped = [], 0
         with StopFlag(on_stop=lambda signum: _stop_pool(pool, futures)) as stop:
             for f in futures:
@@ -180,15 +198,19 @@ def _worker_init() -> None:
         signal.signal(sig, note)
 
 
-def _run_in_worker(cfg: Config, run_dir: Path, log) -> dict | None:
-    """``run_arm`` in a pool worker; once this worker was stopped, the runs still queued to it are skipped (None)."""
-    if StopFlag.pending is not None:
-        return None
-    try:
-        return run_arm(cfg, run_dir, log)
-    except Interrupted:
-        StopFlag.pending = signal.SIGTERM
-        raise
+def _run_in_worker(chain: list[Job], log) -> dict | None:
+    """``run_arm`` over a chain in a pool worker; once this worker was stopped, the runs still queued to it are
+    skipped (None)."""
+    summary = None
+    for cfg, run_dir in chain:
+        if StopFlag.pending is not None:
+            return None
+        try:
+            summary = run_arm(cfg, run_dir, log)
+        except Interrupted:
+            StopFlag.pending = signal.SIGTERM
+            raise
+    return summary
 
 
 def _stop_pool(pool, futures) -> None:

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from ..config import Config
 from ..metrics import read_metrics
+from . import stats
 
 COLORS = {"baseline": "#444444", "tst": "#d62728", "input-only": "#1f77b4", "output-only": "#2ca02c",
           "tst-reinit": "#9467bd", "baseline-equal-data": "#8c8c8c"}
@@ -225,11 +226,11 @@ def format_table(summary: dict) -> str:
     for arm, a in summary["arms"].items():
         c = summary["comparisons"].get(arm)
         first = next(iter(a["seeds"].values()))
-        lines.append(f"| {arm} | {_fmt_ci(a['final_val_loss'])} | {_fmt_ci(c['delta_val_loss'], signed=True) if c else '—'} | "
+        lines.append(f"| {arm} | {stats.fmt(a['final_val_loss'], 4, False)} | {stats.fmt(c['delta_val_loss'], 4) if c else '—'} | "
                      f"{_fmt_speedup(c, len(a['seeds'])) if c else '—'} | "
-                     f"{_fmt_ci(c['equal_data_delta_val_loss'], signed=True) if c else '—'} | "
-                     f"{first['data_tokens']:,} | {_fmt_ci(a['step_time_median'], digits=4)} s |"
-                     + "".join(f" {_fmt_ci(a['tasks'].get(k), digits=3)} |" for k in task_keys))
+                     f"{stats.fmt(c['equal_data_delta_val_loss'], 4) if c else '—'} | "
+                     f"{first['data_tokens']:,} | {stats.fmt(a['step_time_median'], 4, False)} s |"
+                     + "".join(f" {stats.fmt(a['tasks'].get(k), 3, False)} |" for k in task_keys))
     return "\n".join(lines)
 
 
@@ -278,17 +279,6 @@ def model_line(out: Path, summary: dict) -> str:
             f"{m['vocab_size']:,}, {'tied' if m['tie_embeddings'] else 'untied'} embeddings.")
 
 
-def _fmt_ci(stat: dict, signed: bool = False, digits: int = 4) -> str:
-    if not stat or stat.get("mean") is None:
-        return "n/a"
-    f = f"{{:{'+' if signed else ''}.{digits}f}}"
-    text = f.format(stat["mean"])
-    if stat.get("ci95"):
-        lo, hi = stat["ci95"]
-        text += f" [{f.format(lo)}, {f.format(hi)}]"
-    return text
-
-
 def _fmt_speedup(c: dict, n: int) -> str:
     s = c["equal_loss_speedup"]
     if s["mean"] is None:
@@ -297,3 +287,66 @@ def _fmt_speedup(c: dict, n: int) -> str:
     if s.get("ci95"):
         text += f" [{s['ci95'][0]:.2f}, {s['ci95'][1]:.2f}]"
     return text + f" ({c['speedup_reached']}/{n} seeds reached)"
+
+
+# ---------------------------------------------------------------------------------- loss against compute
+def plot_loss_vs_flops(out: Path, series: list[dict], fname: str, title: str) -> str:
+    """Final validation loss against total training FLOPs (log axis). Each series: ``label``, ``color``,
+    ``marker``, ``points`` [(FLOPs, mean loss, [lo, hi] or None, text or None)] and ``line`` (join the points:
+    a compute curve) — means over seeds with their 95 % intervals."""
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(7.2, 4.6))
+    for s in series:
+        pts = sorted(s["points"])
+        if not pts:
+            continue
+        xs, ys = [p[0] for p in pts], [p[1] for p in pts]
+        err = [[y - ci[0] if ci else 0 for _, y, ci, _ in pts], [ci[1] - y if ci else 0 for _, y, ci, _ in pts]]
+        ax.errorbar(xs, ys, yerr=err, fmt=s.get("marker", "o") + ("-" if s.get("line") else ""), color=s["color"],
+                    label=s["label"], markersize=s.get("size", 5), capsize=3, elinewidth=0.9, lw=1.2)
+        for x, y, _, text in pts:
+            if text:
+                ax.annotate(text, (x, y), fontsize=7, xytext=(4, 3), textcoords="offset points", color=s["color"])
+    ax.set_xscale("log")
+    ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1, 2, 5)))
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: f"{x:.0e}".replace("e+", "e")))
+    ax.xaxis.set_minor_formatter(NullFormatter())
+    ax.set_xlabel("total training FLOPs (positions × FLOPs per position)")
+    ax.set_ylabel("final validation loss (nats; mean, 95 % CI)")
+    ax.set_title(title, fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    return save_figure(fig, out, fname)
+
+
+def curve_series(curve: dict, label: str, color: str) -> dict:
+    """A ``curve.summarize_curve`` record as a series of ``plot_loss_vs_flops`` (a joined compute curve)."""
+    return {"label": label, "color": color, "marker": "o", "line": True,
+            "points": [(p["flops"], p["loss"]["mean"], p["loss"].get("ci95"), f"{p['steps']} steps")
+                       for p in curve["points"] if p["loss"]["mean"] is not None]}
+
+
+def write_curve_report(out: Path, curve: dict) -> None:
+    """``curve.md`` (with ``curve.png``): each budget's FLOPs and final loss, and branch − separate where run."""
+    plot = plot_loss_vs_flops(out, [curve_series(curve, f"{curve['shape']} lr {curve['lr']:g} baseline", "#444444")],
+                              "curve.png", f"Compute curve of {curve['shape']} (branches of one warmup–stable run)")
+    has_sep = any("separate" in p for p in curve["points"])
+    md = [f"# Compute curve: {curve['shape']}, lr {curve['lr']:g}", "",
+          f"Baseline final validation loss at {len(curve['budgets'])} step budgets ({', '.join(map(str, curve['budgets']))}; "
+          f"{curve['positions_per_step']} positions a step, the last {curve['decay_frac']:.0%} of each budget decays "
+          f"the learning rate). The longest budget is one run; each shorter one is a cooldown branch of it. "
+          f"Seeds {curve['seeds']}; intervals are 95 % over init seeds only (one data order). "
+          f"Data: `{curve['data']}`. Machine: {machine_description()}.", "",
+          "| steps | FLOPs | final val loss | per seed |" + (" separate run | branch − separate |" if has_sep else ""),
+          "|---|---|---|---|" + ("---|---|" if has_sep else "")]
+    for p in curve["points"]:
+        per = ", ".join(f"{s}: {v['loss']:.4f}" for s, v in p["per_seed"].items())
+        row = f"| {p['steps']:,} | {p['flops']:.3e} | {stats.fmt(p['loss'], 4, False)} | {per} |" if p["flops"] else \
+            f"| {p['steps']:,} | n/a | n/a | |"
+        if has_sep:
+            sep = ", ".join(f"{s}: {v:.4f}" for s, v in (p.get("separate") or {}).items() if v is not None)
+            row += f" {sep or '—'} | {stats.fmt(p.get('branch_minus_separate'), 5) if 'separate' in p else '—'} |"
+        md.append(row)
+    md += ["", f"![compute curve]({plot})", ""]
+    (out / "curve.md").write_text("\n".join(md))
