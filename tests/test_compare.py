@@ -236,32 +236,32 @@ def test_explicit_shapes_and_their_errors(tiny_data, tmp_path, capsys):
         assert code == 2 and expected in err and err.count("\n") == 1, err
 
 
-def test_demo_runs_its_shapes_and_states_what_it_measured(tiny_data, tmp_path, capsys):
+def test_demo_trains_its_curve_and_tst_and_states_what_it_measured(tiny_data, tmp_path, capsys):
     out = tmp_path / "demo"
-    code = main(["demo", "--out", str(out), "--data", str(tiny_data), "--steps", "8", "--batch-size", "2",
-                 "--seq-len", "16", "--eval-every", "4", "--eval.tokens=512", "--train.warmup_steps=2",
-                 "--log.tensorboard=false", "--seeds", "2", "--lr", "4e-4"])
+    code = main(["demo", "--out", str(out), "--data", str(tiny_data), "--steps", "10", "--batch-size", "2",
+                 "--seq-len", "16", "--eval.tokens=512", "--train.warmup_steps=2", "--log.tensorboard=false",
+                 "--lr", "4e-4"])
     printed = capsys.readouterr().out
     assert code == 0, printed
-    study = json.loads((out / "report" / "study.json").read_text())
-    assert [(g["dim"], g["n_layers"], g["lr"]) for g in study["groups"]] == [(512, 1, 4e-4)]  # the user's rate
-    assert all(g["steps"] == 8 and g["seeds"] == [0, 1] for g in study["groups"])  # the user's --steps/--seeds won
-    # the TST runs carry the demo's batch fold and fitted weights; the baselines none of them
-    assert {g["arm"] for g in study["groups"]} == {"s4-r0.25-fitted+fold-batch"}
+    runs = sorted(p.name for p in (out / "report" / "runs").iterdir())
+    # per seed (3 and 4): the baseline's 15-step run, its 10-step cooldown branch, and TST at 10 steps
+    assert runs == ["d512-L1-lr0.0004-10steps-baseline-branch8-seed3", "d512-L1-lr0.0004-10steps-baseline-branch8-seed4",
+                    "d512-L1-lr0.0004-10steps-s4-r0.25-fitted+fold-batch-seed3",
+                    "d512-L1-lr0.0004-10steps-s4-r0.25-fitted+fold-batch-seed4",
+                    "d512-L1-lr0.0004-15steps-baseline-seed3", "d512-L1-lr0.0004-15steps-baseline-seed4"]
     from tst_train.rundir import read_config
-    base_cfg = read_config(out / "report" / "runs" / "d512-L1-lr0.0004-baseline-seed1")
-    tst_cfg = read_config(out / "report" / "runs" / "d512-L1-lr0.0004-s4-r0.25-fitted+fold-batch-seed1")
+    base_cfg = read_config(out / "report" / "runs" / runs[0])
+    tst_cfg = read_config(out / "report" / "runs" / runs[2])
     assert (base_cfg.tst.fold, base_cfg.tst.weights, base_cfg.tst.mode) == ("sequence", "uniform", "baseline")
     assert (tst_cfg.tst.fold, tst_cfg.tst.weights, tst_cfg.train.lr) == ("batch", "fitted", 4e-4)
-    demo = (out / "report" / "demo.md").read_text()
-    assert ("TST WINS at" in demo or "not shown at this budget" in demo
-            or "TST does not beat the best baseline at no more FLOPs" in demo)
-    assert "d512/L1 lr 0.0004 (" in demo and "TST against the best baseline at no more FLOPs" in demo
-    # on the user's own --data the committed baselines (measured on the bundled corpus) are left out
-    assert "committed record" not in demo and "(measured here, 2 seeds" in demo
-    assert "verdict:" in printed and "demo.md" in printed
-    # the report describes what ran, the user's flags included
-    assert "8 steps × 2 rows" in demo and "fitted weights, fold=batch" in demo and "d512/L1 at lr 0.0004" in demo
+    result = json.loads((out / "report" / "demo.json").read_text())
+    assert result["seeds"] == [3, 4] and set(result["tst"]["per_seed"]) == {"3", "4"}
+    md = (out / "report" / "demo.md").read_text()
+    assert "Equal-loss speed-up on its own baseline's compute curve" in md and "demo.png" in md
+    # on the user's own --data the shipped baselines (measured on the bundled corpus) are left out, and said so
+    assert "do not apply" in md and "shipped record" not in md
+    assert (out / "report" / "demo.png").stat().st_size > 10_000 and (out / "report" / "loss_vs_step.png").is_file()
+    assert "verdict:" in printed and "demo.md" in printed and "10 steps × 2 rows" in md
 
 
 def test_a_bad_out_or_data_is_one_line_and_writes_or_replaces_nothing(tiny_data, tmp_path, capsys):
@@ -304,8 +304,9 @@ def test_dry_runs_list_the_runs_and_write_nothing(tiny_data, tmp_path, capsys):
     assert "| tst-seed1 | tst | 12 |" in printed and "4 runs, 4 to train or resume" in printed
     assert main(["demo", "--out", str(tmp_path / "d"), "--data", str(tiny_data), "--dry-run"]) == 0
     plan = capsys.readouterr().out
-    assert "| d512-L1-lr0.0005-baseline-seed2 | baseline | 1,000 |" in plan and "6 runs, 6 to train" in plan
-    assert "| d512-L1-lr0.0005-s4-r0.25-fitted+fold-batch-seed0 | tst | 1,000 |" in plan
+    assert "| d512-L1-lr0.0005-1500steps-baseline-seed4 | baseline | 1,500 |" in plan and "6 runs, 6 to train" in plan
+    assert "| d512-L1-lr0.0005-1000steps-baseline-branch800-seed3 | baseline | 1,000 |" in plan
+    assert "| d512-L1-lr0.0005-1000steps-s4-r0.25-fitted+fold-batch-seed3 | tst | 1,000 |" in plan
     assert not (tmp_path / "d").exists()
     # after training, the same dry run says which runs are reused and which resume
     assert main(args) == 0

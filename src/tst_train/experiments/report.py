@@ -308,10 +308,14 @@ def plot_loss_vs_flops(out: Path, series: list[dict], fname: str, title: str) ->
         for x, y, _, text in pts:
             if text:
                 ax.annotate(text, (x, y), fontsize=7, xytext=(4, 3), textcoords="offset points", color=s["color"])
-    ax.set_xscale("log")
-    ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1, 2, 5)))
-    ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: f"{x:.0e}".replace("e+", "e")))
-    ax.xaxis.set_minor_formatter(NullFormatter())
+    xs = [p[0] for s in series for p in s["points"]]
+    if xs and max(xs) > 20 * min(xs):  # a log axis labelled 1, 2, 5 of each decade
+        ax.set_xscale("log")
+        ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1, 2, 5)))
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: f"{x:.0e}".replace("e+", "e")))
+        ax.xaxis.set_minor_formatter(NullFormatter())
+    else:  # less than a decade and a half: a linear axis, where its ticks stay distinct
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: f"{x:.3g}"))
     ax.set_xlabel("total training FLOPs (positions × FLOPs per position)")
     ax.set_ylabel("final validation loss (nats; mean, 95 % CI)")
     ax.set_title(title, fontsize=9)
@@ -350,3 +354,36 @@ def write_curve_report(out: Path, curve: dict) -> None:
         md.append(row)
     md += ["", f"![compute curve]({plot})", ""]
     (out / "curve.md").write_text("\n".join(md))
+
+
+def plot_loss_vs_step(out: Path, series: list[tuple[str, str, list[list[dict]]]], fname: str) -> str:
+    """Training loss (smoothed) and validation loss against step for each (label, colour, runs' records), with
+    the phase boundary marked where a run changes phase. Before the boundary TST's training loss is the MCE over
+    the bag, not next-token CE: only the validation points compare across arms there."""
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(7.2, 4.2))
+    boundaries, every = set(), []
+    for label, color, runs in series:
+        for i, recs in enumerate(runs):
+            steps = [r for r in recs if r.get("loss") is not None and "val_loss" not in r]
+            if steps:
+                ax.plot([r["step"] for r in steps], _ema([r["loss"] for r in steps], 0.98), color=color, lw=1.0,
+                        alpha=0.8 if i == 0 else 0.4, label=f"{label}: training loss (EMA)" if i == 0 else None)
+                every += [(r["step"], r["loss"]) for r in steps]
+            evals = [(r["step"], r["val_loss"]) for r in recs if r.get("val_loss") is not None]
+            if evals:
+                ax.plot(*zip(*evals), "o", color=color, ms=5, mfc="white" if i else color,
+                        label=f"{label}: validation loss" if i == 0 else None)
+            phases = [r["phase"] for r in steps]
+            boundaries |= {steps[j]["step"] - 1 for j in range(1, len(phases)) if phases[j] != phases[j - 1]}
+    _zoom(ax, every)
+    for b in sorted(boundaries):
+        ax.axvline(b, color="#d62728", ls="--", lw=0.8, alpha=0.7)
+        lo, hi = ax.get_ylim()
+        ax.text(b, hi - 0.02 * (hi - lo), " phase boundary", color="#d62728", fontsize=8, va="top")
+    ax.set_xlabel("step (equal FLOPs per step)")
+    ax.set_ylabel("loss (nats)")
+    ax.set_title("Loss against step; before the boundary TST's training loss is its MCE, not next-token CE", fontsize=8)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    return save_figure(fig, out, fname)

@@ -26,7 +26,7 @@ from pathlib import Path
 
 from .. import rundir
 from ..metrics import read_metrics
-from . import analysis, stats
+from . import analysis, names, stats
 from .report import pyplot, save_figure
 
 FRONTIER_SPAN = 1.3  # runs whose total FLOPs differ by less than this factor share a budget bin
@@ -51,15 +51,9 @@ class RunInfo:
 
 def _arm(cfg) -> str | None:
     t = cfg.tst
-    if t.mode == "baseline" or t.bag_size == 1 or t.superposition_frac == 0:
-        return "baseline"
-    if t.mode != "tst" or t.reinit_embeddings or t.reset_optimizer:
+    if not names.is_baseline(cfg) and (t.mode != "tst" or t.reinit_embeddings or t.reset_optimizer):
         return None  # ablations are compared by `tst compare`, not here
-    options = [f"{k}-{getattr(t, k)}" for k, default in VARIANT_DEFAULTS.items() if getattr(t, k) != default]
-    return f"s{t.bag_size}-r{t.superposition_frac:g}-{t.weights}" + "".join(f"+{o}" for o in options)
-
-
-VARIANT_DEFAULTS = {"loss": "mce", "bagging": "stream", "fold": "sequence", "transition_steps": 0}
+    return names.arm_name(cfg)
 
 
 def scan(runs_dir: Path) -> list[RunInfo]:
