@@ -459,8 +459,8 @@ def arm_rows(outcomes: dict, arms: list[str], summaries: dict, work: Path) -> di
         s = summaries.get(arm)
         if s:
             c = s["comparisons"]["tst"]
-            row.update(delta_val_loss=c["delta_val_loss"], equal_loss_speedup=c["equal_loss_speedup"],
-                       speedup_reached=c["speedup_reached"], compared_seeds=s["seeds"], verdict=verdict(s),
+            row.update(delta_val_loss=c["delta_val_loss"], steps_ratio=c["steps_ratio"],
+                       ratio_reached=c["ratio_reached"], compared_seeds=s["seeds"], verdict=verdict(s),
                        report_error=s.get("report_error"))
         rows[arm] = row
     return rows
@@ -470,7 +470,7 @@ def target_check(rows: dict, arms: list[str]) -> str:
     """The issue's target: TST ahead with a 95% CI excluding zero and an equal-loss speed-up ≥ 1.5×."""
     lines = []
     for arm in arms[1:]:
-        d, sp = rows[arm].get("delta_val_loss"), rows[arm].get("equal_loss_speedup")
+        d, sp = rows[arm].get("delta_val_loss"), rows[arm].get("steps_ratio")
         if not d or d["mean"] is None:
             lines.append(f"{arm}: no comparison (no seed with both runs completed).")
             continue
@@ -480,7 +480,7 @@ def target_check(rows: dict, arms: list[str]) -> str:
         speed_text = f"{speed:.2f}×" if speed else "never reached the baseline's loss"
         met = "met" if ci_ok and speed and speed >= 1.5 else "not met"
         lines.append(f"{arm}: {met} — Δ {d['mean']:+.4f} nats ({ci_text}; needs < 0), equal-loss speed-up "
-                     f"{speed_text} (needs ≥ 1.50×; {rows[arm]['speedup_reached']}/{d['n']} seeds reached it).")
+                     f"{speed_text} (needs ≥ 1.50×; {rows[arm]['ratio_reached']}/{d['n']} seeds reached it).")
     return "\n".join(f"- {line}" for line in lines)
 
 
@@ -526,9 +526,9 @@ def results_table(rows: dict) -> list[str]:
              "positions/s | data tokens/s | model TFLOP/s | MFU (datasheet peak) | of measured 790 |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for arm, r in rows.items():
-        sp = r.get("equal_loss_speedup")
+        sp = r.get("steps_ratio")
         speed = "—" if sp is None else ("never reached" if sp["mean"] is None else
-                                        f"{sp['mean']:.2f}× ({r['speedup_reached']}/{len(r['compared_seeds'])})")
+                                        f"{sp['mean']:.2f}× ({r['ratio_reached']}/{len(r['compared_seeds'])})")
         lines.append(f"| {arm} | {len(r['seeds'])} | {_ci(r.get('final_val_loss'))} | "
                      f"{_ci(r.get('delta_val_loss'), signed=True)} | {speed} | {_num(r['data_tokens'], ',.0f')} | "
                      f"{_num(r['epochs'], '.3f')} | {_num(r['positions_per_s'], ',.0f')} | "

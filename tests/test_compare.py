@@ -32,7 +32,7 @@ def test_compare_to_baseline_speedup():
     c = analysis.compare_to_baseline(arm, base)
     # the arm reaches 3.0 between steps 20 (3.5) and 40 (2.5): at step 30 → 40/30
     assert c["delta_val_loss"] == pytest.approx(-0.5)
-    assert c["equal_loss_speedup"] == pytest.approx(40 / 30)
+    assert c["steps_ratio"] == pytest.approx(40 / 30)
     # the arm consumed 800 data tokens; the baseline only reached 400 → no equal-data value
     assert c["equal_data"]["baseline_val_loss"] is None
 
@@ -54,7 +54,7 @@ def test_compare_all_arms_tiny(tiny_data, tmp_path, capsys):
                 assert r[key] is not None, (arm, key)
     tst = s["comparisons"]["tst"]
     assert tst["delta_val_loss"]["n"] == 2 and len(tst["delta_val_loss"]["ci95"]) == 2
-    assert "equal_loss_speedup" in tst and "equal_data_delta_val_loss" in tst
+    assert "steps_ratio" in tst and "equal_data_delta_val_loss" in tst
     # the equal-data baseline saw as many tokens as TST (s=2, r=0.5 → 1.5× the baseline's)
     eq = s["arms"]["baseline-equal-data"]["seeds"]["0"]
     assert eq["data_tokens"] >= s["arms"]["tst"]["seeds"]["0"]["data_tokens"]

@@ -1,15 +1,10 @@
 """The width study and frontier analysis against hand computations on synthetic run pools."""
 from __future__ import annotations
 
-import dataclasses
-import json
 import math
-import statistics
-from pathlib import Path
 
 import pytest
 
-from scipy import stats as scipy_stats
 
 from tst_train.experiments import stats, study
 from tst_train.experiments.study import RunInfo
@@ -78,38 +73,6 @@ def test_no_crossover_when_delta_grows_with_width():
     rows = study.group_deltas(pool(lambda d: 0.01 * math.log2(d)))
     (t,) = study.width_trends(rows)
     assert t["slope_per_doubling"] > 0 and t["crossover_width"] is None
-
-
-def test_frontier_compares_best_shapes_within_a_budget_bin():
-    # two shapes at (almost) the same FLOPs, one far cheaper shape in its own bin
-    runs = []
-    for seed, e in enumerate((0.0, 0.02, -0.02)):
-        runs += [run(256, 4, "baseline", seed, 4.60 + e, fpp=24.5e6), run(256, 4, "s4-r0.25-uniform", seed, 4.70 + e, fpp=24.5e6),
-                 run(512, 1, "baseline", seed, 4.82 + e, fpp=30.3e6), run(512, 1, "s4-r0.25-uniform", seed, 4.69 + e, fpp=30.3e6),
-                 run(64, 2, "baseline", seed, 4.70 + e, fpp=2.2e6), run(64, 2, "s4-r0.25-uniform", seed, 5.00 + e, fpp=2.2e6)]
-    rows = study.group_deltas(runs)
-    (f,) = study.frontier(rows)  # the 2.2M shape is alone in its bin: no frontier comparison there
-    assert (f["best_baseline"]["dim"], f["best_baseline"]["n_layers"]) == (256, 4)
-    assert (f["best_tst"]["dim"], f["best_tst"]["n_layers"]) == (512, 1)
-    assert f["delta"]["mean"] == pytest.approx(4.69 - 4.60)
-    a, b = [4.69, 4.71, 4.67], [4.60, 4.62, 4.58]
-    se = math.sqrt(statistics.variance(a) / 3 + statistics.variance(b) / 3)
-    assert f["delta"]["ci95"][1] - f["delta"]["mean"] == pytest.approx(scipy_stats.t.ppf(0.975, 4) * se)  # df = 4 here
-
-
-def test_a_shape_tried_at_two_lrs_is_listed_once_in_its_frontier_bin():
-    runs = []
-    for seed, e in enumerate((0.0, 0.02, -0.02)):
-        runs += [run(256, 4, "baseline", seed, 4.64 + e, fpp=24.5e6), run(256, 4, "s4-r0.25-uniform", seed, 4.73 + e, fpp=24.5e6)]
-        for lr, base, tst in ((1e-3, 4.87, 4.73), (5e-4, 4.67, 4.63)):
-            runs += [run(512, 1, "baseline", seed, base + e, lr=lr, fpp=30.3e6),
-                     run(512, 1, "s4-r0.25-uniform", seed, tst + e, lr=lr, fpp=30.3e6)]
-    rows = study.group_deltas(runs)
-    (f,) = study.frontier(rows)
-    assert (f["best_tst"]["dim"], f["best_tst"]["lr"]) == (512, 5e-4) and f["delta"]["mean"] == pytest.approx(4.63 - 4.64)
-    md = study.format_study({"groups": rows, "width_trends": [], "frontier": [f], "against_frontier": []}, [])
-    (line,) = [x for x in md.splitlines() if x.startswith("| 2.4")]
-    assert line.split(" | ")[1] == "256/4, 512/1"  # the two d512/L1 lrs are one shape tried
 
 
 def test_the_frontier_comparisons_use_every_finished_seed_paired_or_not():

@@ -1,5 +1,5 @@
-"""Pure functions that turn run records into comparisons: equal-FLOPs deltas, equal-loss speed-ups on
-one run's curve, equal-data losses. No I/O, no plotting; the statistics are in ``stats``.
+"""Pure functions that turn run records into comparisons: equal-FLOPs deltas, the steps-to-loss ratio on one
+run's curve, equal-data losses (the equal-loss speed-up on a compute curve is ``compute``'s). No I/O, no plotting; the statistics are in ``stats``.
 """
 from __future__ import annotations
 
@@ -39,15 +39,17 @@ def compare_to_baseline(arm: list[dict], baseline: list[dict], long_baseline: li
     """Compare one arm's records with the baseline's (same seed, same steps and FLOPs per step).
 
     - ``delta_val_loss``: arm − baseline final validation loss (negative = the arm is better) at equal FLOPs.
-    - ``equal_loss_speedup``: baseline steps ÷ the steps the arm needs to reach the baseline's final
-      validation loss (interpolated between evaluations; None if it never does).
+    - ``steps_ratio``: baseline steps ÷ the steps the arm needs to reach the baseline's final
+      validation loss on its own curve. Not the equal-loss speed-up: read on one run whose learning rate
+      decays over its last ``decay_frac``, it cannot exceed about 1 / (1 − decay_frac) — that needs a
+      compute curve (``compute.speedup``, ``tst curve``) (interpolated between evaluations; None if it never does).
     - ``equal_data``: the baseline's validation loss after as many data tokens as the arm consumed, from
       the longest baseline curve available (``long_baseline``, e.g. the baseline-equal-data arm); None
       where no baseline saw that many tokens.
     """
     arm_curve, base_curve = eval_curve(arm), eval_curve(baseline)
     if not arm_curve or not base_curve:
-        return {"delta_val_loss": None, "equal_loss_speedup": None, "equal_data": None}
+        return {"delta_val_loss": None, "steps_ratio": None, "equal_data": None}
     base_steps, base_final = base_curve[-1]
     arm_final = arm_curve[-1][1]
     reach = first_crossing(arm_curve, base_final)
@@ -57,7 +59,7 @@ def compare_to_baseline(arm: list[dict], baseline: list[dict], long_baseline: li
     base_at_tokens = value_at(eval_curve(ref, "data_tokens"), arm_tokens)
     return {
         "delta_val_loss": arm_final - base_final,
-        "equal_loss_speedup": speedup,
+        "steps_ratio": speedup,
         "steps_to_baseline_loss": reach,
         "equal_data": {"data_tokens": arm_tokens, "baseline_val_loss": base_at_tokens, "arm_val_loss": arm_final,
                        "delta_val_loss": None if base_at_tokens is None else arm_final - base_at_tokens},

@@ -83,10 +83,10 @@ def summarize(out: Path, base: Config, arms: list[str], seeds: list[int], task_s
             comparisons[arm] = {
                 "per_seed": per_seed,
                 "delta_val_loss": stats.mean_ci([c["delta_val_loss"] for c in per_seed.values()]),
-                "equal_loss_speedup": stats.mean_ci([c["equal_loss_speedup"] for c in per_seed.values()]),
+                "steps_ratio": stats.mean_ci([c["steps_ratio"] for c in per_seed.values()]),
                 "equal_data_delta_val_loss": stats.mean_ci(
                     [(c["equal_data"] or {}).get("delta_val_loss") for c in per_seed.values()]),
-                "speedup_reached": sum(c["equal_loss_speedup"] is not None for c in per_seed.values()),
+                "ratio_reached": sum(c["steps_ratio"] is not None for c in per_seed.values()),
             }
     return {"config": base.to_dict(), "arms": per_arm, "comparisons": comparisons, "seeds": seeds,
             "arm_names": arms, "data": base.data.path}

@@ -7,9 +7,6 @@ shape, learning rate and step count, and reports
 * **Δ vs width**: for each depth (and TST cell), Δ = TST − baseline final validation loss, paired by seed,
   with 95 % t-intervals; a least-squares trend ``Δ = a + b·log2(width)`` over the per-seed values and the
   width where it crosses zero, with a bootstrap interval (seeds resampled within each width);
-* **the compute frontier**: runs are binned by total training FLOPs (a bin spans at most a factor
-  ``FRONTIER_SPAN``); in each bin with at least two shapes, the best baseline shape against the best TST
-  shape — the comparison a user who picks the best shape for their budget cares about;
 * **against the baseline frontier**: each TST group against the best baseline group that cost the same
   or fewer total FLOPs — the stricter form of the same question (a TST win over an over-wide baseline
   that a cheaper baseline shape beats is no win).
@@ -26,10 +23,9 @@ from pathlib import Path
 
 from .. import rundir
 from ..metrics import read_metrics
-from . import analysis, names, stats
+from . import analysis, compute, names, stats
 from .report import pyplot, save_figure
 
-FRONTIER_SPAN = 1.3  # runs whose total FLOPs differ by less than this factor share a budget bin
 BOOTSTRAP = 2000
 
 
@@ -167,44 +163,29 @@ def _crossover(a: float, b: float) -> float | None:
 
 
 # ---------------------------------------------------------------------------------- the frontier
-def frontier(rows: list[dict], span: float = FRONTIER_SPAN) -> list[dict]:
-    """Budget bins of total FLOPs; in each with ≥ 2 shapes, the best baseline shape vs the best TST shape."""
-    groups = sorted({(r["dim"], r["n_layers"], r["lr"], r["steps"], r["flops"]) for r in rows}, key=lambda g: g[-1])
-    bins: list[list[tuple]] = []
-    for g in groups:
-        if bins and g[-1] < span * bins[-1][0][-1]:
-            bins[-1].append(g)
-        else:
-            bins.append([g])
-    out = []
-    for members in bins:
-        keys = {m[:4] for m in members}
-        inside = [r for r in rows if (r["dim"], r["n_layers"], r["lr"], r["steps"]) in keys]
-        if len({(m[0], m[1]) for m in members}) < 2 or not inside:
-            continue
-        with_base = [r for r in inside if r["baseline_all"]]
-        if not with_base:
-            continue
-        base = min(with_base, key=lambda r: statistics.fmean(r["baseline_all"]))
-        best = min(inside, key=lambda r: statistics.fmean(r["tst_all"]))
-        out.append({"flops_range": [members[0][-1], members[-1][-1]], "shapes": sorted(keys),
-                    "best_baseline": _shape(base) | {"loss": stats.mean_ci(base["baseline_all"])},
-                    "best_tst": _shape(best) | {"arm": best["arm"], "loss": stats.mean_ci(best["tst_all"])},
-                    "delta": stats.welch(best["tst_all"], base["baseline_all"])})
-    return out
+def baseline_points(rows: list[dict]) -> list[compute.Point]:
+    """Every baseline group of the pool (shape, lr, steps) as a frontier candidate, once each."""
+    seen = {}
+    for r in rows:
+        if r["baseline_all"]:
+            seen.setdefault((r["dim"], r["n_layers"], r["lr"], r["steps"]), compute.Point(
+                f"d{r['dim']}/L{r['n_layers']} lr {r['lr']:g}, {r['steps']} steps", r["flops"], tuple(r["baseline_all"]),
+                meta=_shape(r)))
+    return list(seen.values())
 
 
 def against_frontier(rows: list[dict]) -> list[dict]:
-    """Each TST group against the best baseline (lowest mean loss) among groups of at most its total FLOPs."""
+    """Each TST group against the best baseline among every shape, lr and step count of the pool at no more FLOPs
+    (``compute.against_frontier``: the verdict says "on the frontier" only with the Welch interval below zero)."""
+    candidates = baseline_points(rows)
     out = []
     for r in sorted(rows, key=lambda r: (r["flops"], r["dim"], r["n_layers"], r["lr"], r["arm"])):
-        cheaper = [b for b in rows if b["flops"] <= r["flops"] * (1 + 1e-9) and b["baseline_all"]]
-        if not cheaper:
+        f = compute.against_frontier(compute.Point("tst", r["flops"], tuple(r["tst_all"])), candidates)
+        if f["best"] is None or not r["tst_all"]:
             continue
-        base = min(cheaper, key=lambda b: statistics.fmean(b["baseline_all"]))
         out.append({**_shape(r), "arm": r["arm"], "flops": r["flops"], "loss": stats.mean_ci(r["tst_all"]),
-                    "best_baseline": _shape(base) | {"flops": base["flops"], "loss": stats.mean_ci(base["baseline_all"])},
-                    "delta": stats.welch(r["tst_all"], base["baseline_all"])})
+                    "best_baseline": f["best"].meta | {"flops": f["best"].flops, "loss": stats.mean_ci(f["best"].losses)},
+                    "delta": f["delta"], "verdict": f["verdict"]})
     return out
 
 
@@ -218,8 +199,7 @@ def study_report(out: Path, log=print) -> dict | None:
     rows = group_deltas(scan(out / "runs"))
     if not rows:
         return None
-    result = {"groups": rows, "width_trends": width_trends(rows), "frontier": frontier(rows),
-              "against_frontier": against_frontier(rows)}
+    result = {"groups": rows, "width_trends": width_trends(rows), "against_frontier": against_frontier(rows)}
     rundir.write_json(out / "study.json", result)
     plots = [p for p in (plot_width(out, result), plot_frontier(out, rows)) if p]
     (out / "study.md").write_text(format_study(result, plots))
@@ -231,32 +211,18 @@ def format_study(result: dict, plots: list[str]) -> str:
     md = ["# Where TST pays: width, depth and the compute frontier", "",
           "Δ = TST − baseline final validation loss (next-token CE on held-out data) at equal FLOPs, paired by "
           "seed; brackets are 95 % intervals. Δ < 0: TST is better.", ""]
-    if result["frontier"]:
-        md += ["## The compute frontier", "",
-               "Runs binned by total training FLOPs (a bin spans less than a factor "
-               f"{FRONTIER_SPAN}); in each bin, the best baseline shape against the best TST shape (Welch interval: "
-               "the two come from different shapes).", "",
-               "| FLOPs | shapes tried (d/L) | best baseline | loss | best TST | loss | Δ frontier |",
-               "|---|---|---|---|---|---|---|"]
-        for f in result["frontier"]:
-            b, t = f["best_baseline"], f["best_tst"]
-            # a shape tried at several lrs or step counts is one shape here (the best columns name the lr)
-            shapes = ", ".join(dict.fromkeys(f"{d}/{n}" for d, n, *_ in f["shapes"]))
-            md.append(f"| {f['flops_range'][0]:.2e}–{f['flops_range'][1]:.2e} | {shapes} | d{b['dim']}/L{b['n_layers']} "
-                      f"lr {b['lr']:g}, {b['steps']} steps | {stats.fmt(b['loss'], signed=False)} | d{t['dim']}/L{t['n_layers']} "
-                      f"lr {t['lr']:g}, {t['steps']} steps, {t['arm']} | {stats.fmt(t['loss'], signed=False)} | {stats.fmt(f['delta'])} |")
-        md.append("")
     if result.get("against_frontier"):
         md += ["## TST against the baseline frontier", "",
                "Each TST group against the best baseline group that cost the same or fewer total FLOPs (any shape, "
-               "lr or step count tried); Welch interval. Δ < 0 means this TST run beats every baseline the study "
-               "tried at its budget.", "",
-               "| TST group | FLOPs | loss | best baseline at ≤ its FLOPs | FLOPs | loss | Δ |", "|---|---|---|---|---|---|---|"]
+               "lr or step count in this pool — the frontier is only as good as the shapes and budgets tried); "
+               "Welch interval. \"On the frontier\" only where the whole interval lies below zero.", "",
+               "| TST group | FLOPs | loss | best baseline at ≤ its FLOPs | FLOPs | loss | Δ | verdict |",
+               "|---|---|---|---|---|---|---|---|"]
         for a in result["against_frontier"]:
             b = a["best_baseline"]
             md.append(f"| d{a['dim']}/L{a['n_layers']} lr {a['lr']:g}, {a['steps']} steps, {a['arm']} | {a['flops']:.2e} | "
                       f"{stats.fmt(a['loss'], signed=False)} | d{b['dim']}/L{b['n_layers']} lr {b['lr']:g}, {b['steps']} steps | "
-                      f"{b['flops']:.2e} | {stats.fmt(b['loss'], signed=False)} | {stats.fmt(a['delta'])} |")
+                      f"{b['flops']:.2e} | {stats.fmt(b['loss'], signed=False)} | {stats.fmt(a['delta'])} | {a['verdict']} |")
         md.append("")
     if result["width_trends"]:
         md += ["## Δ against width", "", "| depth | lr | steps | TST cell | widths | Δ per width | trend per doubling | "

@@ -204,8 +204,8 @@ def summarize_sweep(out: Path, groups, group_cfgs, grid, seeds) -> dict:
                           "baseline_final_val_loss": baseline,
                           "final_val_loss": stats.mean_ci([final_val_loss(r) for r in runs]),
                           "delta_val_loss": stats.mean_ci([c["delta_val_loss"] for c in cmp]),
-                          "equal_loss_speedup": stats.mean_ci([c["equal_loss_speedup"] for c in cmp]),
-                          "speedup_reached": sum(c["equal_loss_speedup"] is not None for c in cmp)})
+                          "steps_ratio": stats.mean_ci([c["steps_ratio"] for c in cmp]),
+                          "ratio_reached": sum(c["steps_ratio"] is not None for c in cmp)})
     valid = [c for c in cells if c["final_val_loss"]["mean"] is not None]
     best = min(valid, key=lambda c: c["final_val_loss"]["mean"]) if valid else None
     result = {"baseline_final_val_loss": cells[0]["baseline_final_val_loss"] if cells else None, "cells": cells,
@@ -217,9 +217,9 @@ def summarize_sweep(out: Path, groups, group_cfgs, grid, seeds) -> dict:
 
 def format_sweep_table(result: dict) -> str:
     lines = ["| group | weighting | bag size | superposition frac | baseline final val loss | final val loss | "
-             "Δ vs baseline (95% CI) | equal-loss speed-up |", "|---|---|---|---|---|---|---|---|"]
+             "Δ vs baseline (95% CI) | steps to the baseline's final loss (ratio) |", "|---|---|---|---|---|---|---|---|"]
     for c in result["cells"]:
-        f, d, sp, bl = c["final_val_loss"], c["delta_val_loss"], c["equal_loss_speedup"], c["baseline_final_val_loss"]
+        f, d, sp, bl = c["final_val_loss"], c["delta_val_loss"], c["steps_ratio"], c["baseline_final_val_loss"]
         fv = "n/a" if f["mean"] is None else f"{f['mean']:.4f}"
         bv = "n/a" if bl["mean"] is None else f"{bl['mean']:.4f}"
         dv = "n/a" if d["mean"] is None else f"{d['mean']:+.4f}" + (
@@ -228,7 +228,7 @@ def format_sweep_table(result: dict) -> str:
         sv = "never reached" if sp["mean"] is None else f"{sp['mean']:.2f}×"
         weighting = c["weights"] + (f" +{c['variant']}" if c.get("variant") else "")
         lines.append(f"| {c['group'] or '—'} | {weighting} | {c['bag_size']} | {c['superposition_frac']:g} | {bv} | "
-                     f"{fv} | {dv} | {sv} ({c['speedup_reached']}/{n} seeds) |")
+                     f"{fv} | {dv} | {sv} ({c['ratio_reached']}/{n} seeds) |")
     return "\n".join(lines)
 
 
