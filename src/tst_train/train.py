@@ -255,7 +255,6 @@ class Trainer:
         self.loader.load_state_dict(self.state.loader)
         if self.state.rng:
             torch.set_rng_state(self.state.rng["cpu"])
-        distributed.print0(f"branched from {trunk_dir} at step {step}")
 
     def save_checkpoint(self) -> None:
         self.state.loader = self.loader.state_dict()
@@ -426,7 +425,7 @@ def branch_mismatch(trunk: Config, branch: Config, step: int) -> str | None:
     return None
 
 
-def run_training(cfg: Config, out: Path, resume: bool = False) -> dict:
+def run_training(cfg: Config, out: Path, resume: bool = False, show_plan: bool = True) -> dict:
     """Train into run directory ``out`` (a new one, or an existing one with ``resume``): the Python API.
 
     Everything is checked — config, data, model shape, checkpoint — before anything is written, so a
@@ -465,7 +464,7 @@ def run_training(cfg: Config, out: Path, resume: bool = False) -> dict:
         distributed.barrier()
         if main:
             rundir.write_json(out / rundir.PLAN_FILE, p)
-            if not resume:
+            if not resume and show_plan:  # a multi-run command prints one line per run instead
                 print(format_plan(p))
         with errors.io_errors(f"training into {out}"):
             summary = trainer.run()

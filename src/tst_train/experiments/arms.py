@@ -87,11 +87,14 @@ def run_arm(cfg: Config, run_dir: Path, log) -> dict:
             log(f"  {run_dir.name}: already complete, reusing")
             return summary
     resume = rundir.is_run_dir(run_dir)
-    log(f"  {run_dir.name}: {'resuming' if resume else 'training'} ({cfg.tst.mode}, {cfg.train.steps} steps)")
-    summary = run_training(cfg, run_dir, resume=resume)
+    log(f"  {run_dir.name}: {'resuming' if resume else 'training'} ({cfg.tst.mode}, {cfg.train.steps:,} steps)")
+    summary = run_training(cfg, run_dir, resume=resume, show_plan=False)
     if not summary["completed"]:
         raise Interrupted(f"{run_dir.name} stopped by {summary['interrupted_by']} after step {summary['steps']} "
                           "(checkpoint saved); rerun the same command to continue", run=run_dir.name)
+    loss = summary.get("final_val_loss")
+    log(f"  {run_dir.name}: done, final validation loss {'n/a' if loss is None else f'{loss:.4f}'} "
+        f"({summary['train_time'] / 60:.1f} min training)")
     return summary
 
 
@@ -170,9 +173,12 @@ def run_arms(jobs: list, n_parallel: int, log=print) -> None:
             futures.append(pool.submit(_run_in_worker, chain, print))
         stopped, skipped = [], 0
         with StopFlag(on_stop=lambda signum: _stop_pool(pool, futures)) as stop:
-            for f in futures:
+            size, done = {f: len(chain) for f, chain in zip(futures, todo)}, 0
+            for f in cf.as_completed(futures):
                 try:
                     skipped += f.result() is None
+                    done += size[f]
+                    log(f"progress: {done}/{sum(size.values())} runs finished")
                 except cf.CancelledError:
                     skipped += 1
                 except Interrupted as e:

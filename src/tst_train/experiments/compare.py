@@ -70,7 +70,10 @@ def summarize(out: Path, base: Config, arms: list[str], seeds: list[int], task_s
             }
         task_keys = sorted({k for v in seeds_out.values() for k in v["tasks"]})
         per_arm[arm] = {"seeds": seeds_out, **{k: stats.mean_ci([v[k] for v in seeds_out.values()])
-                                             for k in ("final_val_loss", "best_val_loss", "step_time_median", "wall_time", "train_time")},
+                                             for k in ("final_val_loss", "best_val_loss")},
+                        # timings cannot go below zero: their median and range, not a t-interval
+                        **{k: stats.spread([v[k] for v in seeds_out.values()])
+                           for k in ("step_time_median", "wall_time", "train_time")},
                         "tasks": {k: stats.mean_ci([v["tasks"].get(k) for v in seeds_out.values()]) for k in task_keys}}
     comparisons = {}
     if "baseline" in arms:
