@@ -55,7 +55,7 @@ from tst_train.config import Config, apply_mapping, load_toml, set_value  # noqa
 from tst_train.errors import Interrupted, UserError  # noqa: E402
 from tst_train.experiments import analysis, stats  # noqa: E402
 from tst_train.experiments.arms import run_arm  # noqa: E402
-from tst_train.experiments.compare import summarize  # noqa: E402
+from tst_train.experiments.compare import run_dirs, summarize  # noqa: E402
 from tst_train.experiments.report import machine_description, verdict, write_report  # noqa: E402
 from tst_train.metrics import read_metrics  # noqa: E402
 from tst_train.train import make_schedule  # noqa: E402
@@ -408,10 +408,10 @@ def compare_reports(outcomes: dict, arms: list[str], base: Config, work: Path, o
         cdir = work / "compare" / arm
         shutil.rmtree(cdir, ignore_errors=True)
         (cdir / "runs").mkdir(parents=True)
-        for seed in seeds:
-            for name, source in (("baseline", arms[0]), ("tst", arm)):
-                (cdir / "runs" / f"{name}-seed{seed}").symlink_to(work / "runs" / f"{source}-seed{seed}")
-        summary = summarize(cdir, arm_config(base, arm, seeds[0], work / "data"), ["baseline", "tst"], seeds)
+        compared = arm_config(base, arm, seeds[0], work / "data")
+        for (name, seed), link in run_dirs(compared, cdir, ["baseline", "tst"], seeds).items():
+            link.symlink_to(work / "runs" / f"{arms[0] if name == 'baseline' else arm}-seed{seed}")
+        summary = summarize(cdir, compared, ["baseline", "tst"], seeds)
         rundir.write_json(cdir / "summary.json", summary)
         summaries[arm] = summary
         try:  # the plots need matplotlib; the numbers above do not, and the main report must be written

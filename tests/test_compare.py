@@ -70,7 +70,7 @@ def test_compare_all_arms_tiny(tiny_data, tmp_path, capsys):
     for a in s["arms"].values():
         assert a["tasks"]["wordnet_acc_norm"]["n"] == 2 and 0 <= a["tasks"]["cloze_acc"]["mean"] <= 1
     assert "wordnet acc_norm" in printed and "cloze acc" in printed
-    run0 = json.loads((out / "tasks" / "tst-seed0.json").read_text())
+    run0 = json.loads((out / "tasks" / "d64-L1-lr0.001-12steps-s2-r0.5-uniform-seed0.json").read_text())
     assert run0["step"] == 12 and run0["tasks"]["wordnet"]["items"] == 4
     # the HTML comes from the markdown library: real tables, with a cell per value
     from html.parser import HTMLParser
@@ -144,7 +144,7 @@ def test_sweep_over_shapes_and_budgets(tiny_data, tmp_path, capfd):
     res = json.loads((out / "sweep.json").read_text())
     assert [c["dim"] for c in res["cells"]] == [16, 32]
     for c in res["cells"]:
-        run = out / "runs" / f"d{c['dim']}-L1-C3e+09-s2-r0.5-uniform-seed0"
+        run = out / "runs" / f"d{c['dim']}-L1-lr0.001-{c['steps']}steps-s2-r0.5-uniform-seed0"
         summary = json.loads((run / "summary.json").read_text())
         cfg = Config()
         cfg.data.path, cfg.model.preset = str(tiny_data), "tiny"
@@ -152,7 +152,7 @@ def test_sweep_over_shapes_and_budgets(tiny_data, tmp_path, capfd):
         cfg.model.n_heads, cfg.model.n_kv_heads, cfg.model.ffn_dim = 4, 2, 8 * math.ceil(c["dim"] / 3)
         assert summary["steps"] == c["steps"] == round(budget / flops_per_step(cfg))
         assert abs(summary["flops"] - budget) <= flops_per_step(cfg) / 2  # the budget, to within half a step
-        assert (out / "runs" / f"d{c['dim']}-L1-C3e+09-baseline-seed0" / "summary.json").is_file()
+        assert (out / "runs" / f"d{c['dim']}-L1-lr0.001-{c['steps']}steps-baseline-seed0" / "summary.json").is_file()
     assert res["cells"][0]["steps"] > res["cells"][1]["steps"]  # the narrower model buys more steps
     study = json.loads((out / "study.json").read_text())  # the width/frontier report over the pool
     assert [(g["dim"], g["n_layers"]) for g in study["groups"]] == [(16, 1), (32, 1)]
@@ -202,14 +202,15 @@ def test_reuse_refuses_a_run_trained_with_other_numbers(tiny_data, tmp_path, cap
     out = tmp_path / "cmp"
     args = ["compare", "--data", str(tiny_data), "--out", str(out), "--arms", "baseline,tst", *TINY, "--tasks", "none"]
     assert main(args) == 0
-    before = (out / "runs" / "tst-seed0" / "metrics.jsonl").read_text()
+    before = (out / "runs" / "d64-L2-lr0.001-12steps-s2-r0.5-uniform-seed0" / "metrics.jsonl").read_text()
     config_before = (out / "base_config.json").read_text()
     capsys.readouterr()
-    changed = [a if a != "12" else "14" for a in args]  # --steps 12 → 14
+    # a run's name carries its shape, rate, steps and arm; any other number that differs must be refused
+    changed = [a if a != "--train.warmup_steps=2" else "--train.warmup_steps=3" for a in args]
     assert main(changed) == 2
     err = capsys.readouterr().err
-    assert "train.steps: 12 → 14" in err and "cannot stand for this run" in err and err.count("\n") == 1
-    assert (out / "runs" / "tst-seed0" / "metrics.jsonl").read_text() == before  # nothing retrained
+    assert "train.warmup_steps: 2 → 3" in err and "cannot stand for this run" in err and err.count("\n") == 1
+    assert (out / "runs" / "d64-L2-lr0.001-12steps-s2-r0.5-uniform-seed0" / "metrics.jsonl").read_text() == before  # nothing retrained
     assert (out / "base_config.json").read_text() == config_before  # the refused config is not recorded either
     # a setting that does not change the numbers may differ
     assert main(args + ["--eval.batch_size=3"]) == 0 and "already complete" in capsys.readouterr().out
@@ -225,7 +226,7 @@ def test_explicit_shapes_and_their_errors(tiny_data, tmp_path, capsys):
     code = main(["sweep", "--data", str(tiny_data), "--out", str(tmp_path / "own"), "--shapes", "16x1@1e-3,32x1@5e-4",
                  "--bag-sizes", "2", "--fracs", "0.5", "--dry-run", *TINY])
     plan = capsys.readouterr().out
-    assert code == 0 and "d16-L1-lr0.001-baseline-seed0" in plan and "d32-L1-lr0.0005-baseline-seed0" in plan
+    assert code == 0 and "d16-L1-lr0.001-12steps-baseline-seed0" in plan and "d32-L1-lr0.0005-12steps-baseline-seed0" in plan
     assert "d16-L1-lr0.0005" not in plan and "d32-L1-lr0.001" not in plan and "4 runs" in plan
     for flags, expected in [(["--shapes", "128x1", "--dims", "64"], "instead of --dims"),
                             (["--shapes", "128by1"], "WIDTHxDEPTH"), (["--shapes", "100x1"], "multiples of 8"),
@@ -296,12 +297,12 @@ def test_dry_runs_list_the_runs_and_write_nothing(tiny_data, tmp_path, capsys):
     table = capsys.readouterr().out
     assert not out.exists()
     assert table.count("| to train |") == 8 and "8 runs, 8 to train or resume" in table
-    assert "| d32-L1-s2-r0.25-uniform-seed1 | tst | 12 |" in table
+    assert "| d32-L1-lr0.001-12steps-s2-r0.25-uniform-seed1 | tst | 12 |" in table
     code = main(["compare", "--data", str(tiny_data), "--out", str(tmp_path / "c"), "--arms", "baseline,tst",
                  "--seeds", "2", "--dry-run", *TINY])
     printed = capsys.readouterr().out
     assert code == 0 and not (tmp_path / "c").exists()
-    assert "| tst-seed1 | tst | 12 |" in printed and "4 runs, 4 to train or resume" in printed
+    assert "| d64-L2-lr0.001-12steps-s2-r0.5-uniform-seed1 | tst | 12 |" in printed and "4 runs, 4 to train or resume" in printed
     assert main(["demo", "--out", str(tmp_path / "d"), "--data", str(tiny_data), "--dry-run"]) == 0
     plan = capsys.readouterr().out
     assert "| d512-L1-lr0.0005-1500steps-baseline-seed4 | baseline | 1,500 |" in plan and "6 runs, 6 to train" in plan
@@ -310,16 +311,16 @@ def test_dry_runs_list_the_runs_and_write_nothing(tiny_data, tmp_path, capsys):
     assert not (tmp_path / "d").exists()
     # after training, the same dry run says which runs are reused and which resume
     assert main(args) == 0
-    run = out / "runs" / "d16-L1-baseline-seed0"
+    run = out / "runs" / "d16-L1-lr0.001-12steps-baseline-seed0"
     summary = json.loads((run / "summary.json").read_text())
     (run / "summary.json").write_text(json.dumps(summary | {"completed": False}))  # as if killed after its last checkpoint
     capsys.readouterr()
     assert main(args + ["--dry-run"]) == 0
     table = capsys.readouterr().out
     assert table.count("finished (reused)") == 7 and "8 runs, 1 to train or resume" in table
-    assert "| d16-L1-baseline-seed0 | baseline | 12 |" in table and ("resumes from step_" in table or "restarts" in table)
+    assert "| d16-L1-lr0.001-12steps-baseline-seed0 | baseline | 12 |" in table and ("resumes from step_" in table or "restarts" in table)
     # a run trained with other numbers is refused by the dry run too, in one line
-    assert main([a if a != "12" else "14" for a in args] + ["--dry-run"]) == 2
+    assert main([a if a != "--train.warmup_steps=2" else "--train.warmup_steps=3" for a in args] + ["--dry-run"]) == 2
     assert "cannot stand for this run" in capsys.readouterr().err
 
 
@@ -353,7 +354,7 @@ def test_a_stop_signal_to_a_parallel_sweep_checkpoints_the_runs_in_flight_and_st
     assert len(lines) == 1 and f"by {signame}: 2 runs checkpointed" in lines[0] and "4 not started" in lines[0], err
     assert "Traceback" not in err, err
     started = sorted(p.parent.name for p in out.glob("runs/*/metrics.jsonl"))
-    assert started == ["baseline-seed0", "tst-seed0"]
+    assert started == ["d64-L2-lr0.001-4000steps-baseline-seed0", "d64-L2-lr0.001-4000steps-s2-r0.5-uniform-seed0"]
     for name in started:
         summary = json.loads((out / "runs" / name / "summary.json").read_text())
         assert summary["interrupted_by"] == signame and not summary["completed"]

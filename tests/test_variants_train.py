@@ -18,7 +18,10 @@ def test_every_variant_trains_as_an_arm(tiny_data, tmp_path, capsys):
     code = main(["compare", "--data", str(tiny_data), "--out", str(out), "--arms", ",".join(ARMS), *TINY])
     assert code == 0, capsys.readouterr().err
     s = json.loads((out / "summary.json").read_text())
-    runs = {arm: out / "runs" / f"{arm.replace('=', '-')}-seed0" for arm in ARMS}
+    from tst_train.config import from_mapping
+    from tst_train.experiments.compare import run_dirs
+    base = from_mapping(json.loads((out / "base_config.json").read_text()), "base_config.json")
+    runs = {arm: d for (arm, _), d in run_dirs(base, out, list(ARMS), [0]).items()}
     per = {arm: s["arms"][arm]["seeds"]["0"] for arm in ARMS}
     for arm in ARMS:
         assert per[arm]["final_val_loss"] is not None and per[arm]["positions"] == 12 * 2 * 16, arm
@@ -55,6 +58,6 @@ def test_sweep_crosses_cells_with_variants(tiny_data, tmp_path, capsys):
     assert code == 0, capsys.readouterr().err
     res = json.loads((out / "sweep.json").read_text())
     assert [c["variant"] for c in res["cells"]] == ["", "loss=sum-to-one"]
-    assert (out / "runs" / "s2-r0.5-uniform+loss-sum-to-one-seed0" / "summary.json").is_file()
+    assert (out / "runs" / "d64-L2-lr0.001-12steps-s2-r0.5-uniform+loss-sum-to-one-seed0" / "summary.json").is_file()
     study = json.loads((out / "study.json").read_text())
     assert {g["arm"] for g in study["groups"]} == {"s2-r0.5-uniform", "s2-r0.5-uniform+loss-sum-to-one"}

@@ -41,11 +41,6 @@ def parse_arm(spec: str) -> tuple[str, list[tuple[str, str]]]:
     return arm, overrides
 
 
-def arm_dir_name(spec: str) -> str:
-    """A run directory name for an arm spec (``=`` and ``/`` made filename-friendly)."""
-    return spec.replace("=", "-").replace("/", "_")
-
-
 def arm_config(base: Config, spec: str, seed: int, tst_data_tokens: int | None = None) -> Config:
     """The config of one arm: the shared settings with the arm's mode, its options (and length, for equal data)."""
     from ..config import set_value

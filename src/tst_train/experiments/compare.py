@@ -13,15 +13,31 @@ from .. import rundir
 from ..config import Config
 from ..metrics import read_metrics
 from . import analysis, stats
-from .arms import BASELINES, arm_config, arm_dir_name, check_jobs, run_arms, tst_data_tokens
+from ..errors import UserError
+from .arms import BASELINES, arm_config, check_jobs, run_arms, tst_data_tokens
+from .names import run_name
 from .downstream import headline, score_runs
 
 
 def comparison_jobs(base: Config, out: Path, arms: list[str], seeds: list[int]) -> list[tuple[Config, Path]]:
-    """Every (arm, seed) run of the comparison: its config and run directory."""
+    """Every (arm, seed) run of the comparison: its config and run directory (named from the config, so two
+    arms that train the same numbers are refused rather than trained twice)."""
     equal_data_tokens = tst_data_tokens(base)
-    return [(arm_config(base, arm, seed, equal_data_tokens), out / "runs" / f"{arm_dir_name(arm)}-seed{seed}")
-            for seed in seeds for arm in arms]
+    jobs, seen = [], {}
+    for seed in seeds:
+        for arm in arms:
+            cfg = arm_config(base, arm, seed, equal_data_tokens)
+            name = run_name(cfg)
+            if seen.setdefault(name, arm) != arm:
+                raise UserError(f"--arms: {seen[name]} and {arm} train the same run ({name}); list it once")
+            jobs.append((cfg, out / "runs" / name))
+    return jobs
+
+
+def run_dirs(base: Config, out: Path, arms: list[str], seeds: list[int]) -> dict[tuple[str, int], Path]:
+    """{(arm, seed): run directory} of the comparison."""
+    jobs = iter(comparison_jobs(base, out, arms, seeds))
+    return {(arm, seed): next(jobs)[1] for seed in seeds for arm in arms}
 
 
 def run_comparison(base: Config, out: Path, arms: list[str], seeds: list[int], log=print,
@@ -38,7 +54,7 @@ def run_comparison(base: Config, out: Path, arms: list[str], seeds: list[int], l
     # Scored with the threads the runs trained with: side by side that is one each, and more threads
     # than free cores slow small forward passes down tenfold on a shared machine (measured).
     threads = base.train.threads or (1 if n_parallel > 1 else 0)
-    scores = score_runs(out, [out / "runs" / f"{arm_dir_name(arm)}-seed{seed}" for seed in seeds for arm in arms],
+    scores = score_runs(out, [d for _, d in jobs],
                         list(tasks), task_limit, log, threads)
     summary = summarize(out, base, arms, seeds, scores)
     summary["tasks"] = {"names": list(tasks), "limit": task_limit, "seconds": time.perf_counter() - t_tasks}
@@ -52,12 +68,13 @@ def run_comparison(base: Config, out: Path, arms: list[str], seeds: list[int], l
 def summarize(out: Path, base: Config, arms: list[str], seeds: list[int], task_scores: dict | None = None) -> dict:
     """Per-arm/seed results (with the task scores' headline metrics) and, for each non-baseline arm, the
     comparison with the baseline."""
-    records = {(arm, seed): read_metrics(out / "runs" / f"{arm_dir_name(arm)}-seed{seed}") for arm in arms for seed in seeds}
+    dirs = run_dirs(base, out, arms, seeds)
+    records = {key: read_metrics(d) for key, d in dirs.items()}
     per_arm = {}
     for arm in arms:
         seeds_out = {}
         for seed in seeds:
-            run_dir = out / "runs" / f"{arm_dir_name(arm)}-seed{seed}"
+            run_dir = dirs[(arm, seed)]
             rs = rundir.read_summary(run_dir)
             curve = analysis.eval_curve(records[(arm, seed)])
             seeds_out[str(seed)] = {

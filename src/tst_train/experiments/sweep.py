@@ -21,6 +21,7 @@ from ..metrics import read_metrics
 from ..model import scaled_shape
 from . import analysis, stats
 from .arms import check_jobs, run_arms
+from .names import run_name
 
 
 @dataclass(frozen=True)
@@ -56,15 +57,6 @@ class Group:
         if self.budget:
             cfg.train.steps = max(1, round(self.budget / flops_per_step(cfg)))
         return cfg
-
-
-def run_name(group: Group, arm: str, seed: int) -> str:
-    return "-".join(p for p in (group.prefix(), arm, f"seed{seed}") if p)
-
-
-def cell_arm(bag: int, frac: float, weights: str, variant: str = "") -> str:
-    """``s4-r0.25-uniform``, with a variant's options appended (``+bagging-document``)."""
-    return f"s{bag}-r{frac:g}-{weights}" + (f"+{variant.replace('=', '-')}" if variant else "")
 
 
 def parse_variant(variant: str) -> list[tuple[str, str]]:
@@ -122,10 +114,9 @@ def sweep_jobs(base: Config, out: Path, bags: list[int], fracs: list[float], wei
     jobs = []
     for g in groups:
         for seed in seeds:
-            jobs.append((_cell_config(group_cfgs[g], "baseline", 1, 0.0, "uniform", seed),
-                         out / "runs" / run_name(g, "baseline", seed)))
-            jobs += [(_cell_config(group_cfgs[g], "tst", b, f, w, seed, v), out / "runs" / run_name(g, cell_arm(b, f, w, v), seed))
-                     for w, b, f, v in grid]
+            cells = [_cell_config(group_cfgs[g], "baseline", 1, 0.0, "uniform", seed)]
+            cells += [_cell_config(group_cfgs[g], "tst", b, f, w, seed, v) for w, b, f, v in grid]
+            jobs += [(cfg, out / "runs" / run_name(cfg)) for cfg in cells]
     return groups, group_cfgs, grid, jobs
 
 
@@ -192,11 +183,11 @@ def summarize_sweep(out: Path, groups, group_cfgs, grid, seeds) -> dict:
     cells = []
     for g in groups:
         gc = group_cfgs[g]
-        base_runs = {seed: out / "runs" / run_name(g, "baseline", seed) for seed in seeds}
+        base_runs = {seed: out / "runs" / run_name(_cell_config(gc, "baseline", 1, 0.0, "uniform", seed)) for seed in seeds}
         base_records = {seed: read_metrics(d) for seed, d in base_runs.items()}
         baseline = stats.mean_ci([final_val_loss(d) for d in base_runs.values()])
         for w, b, f, v in grid:
-            runs = [out / "runs" / run_name(g, cell_arm(b, f, w, v), seed) for seed in seeds]
+            runs = [out / "runs" / run_name(_cell_config(gc, "tst", b, f, w, seed, v)) for seed in seeds]
             cmp = [analysis.compare_to_baseline(read_metrics(r), base_records[seed]) for r, seed in zip(runs, seeds)]
             cells.append({"dim": gc.model.dim or None, "n_layers": gc.model.n_layers or None, "lr": gc.train.lr,
                           "budget": g.budget or None, "steps": gc.train.steps, "group": g.prefix(),
