@@ -27,23 +27,25 @@ def collect(src: Path, dst: Path) -> None:
             shutil.copy2(f, dst / f.name)
     for run in sorted((src / "runs").glob("*")):
         summary = run / "summary.json"
-        if not (summary.is_file() and json.loads(summary.read_text()).get("completed")):
-            continue
-        out = dst / "runs" / run.name
-        out.mkdir(parents=True, exist_ok=True)
-        for name in KEEP_RUN:
-            if (run / name).is_file():
-                shutil.copy2(run / name, out / name)
-        if not (run / "metrics.jsonl").is_file():  # a run collected before (a pool rebuilt from experiments/)
-            shutil.copy2(run / "evals.jsonl", out / "evals.jsonl")
-            continue
-        lines = []
-        for line in (run / "metrics.jsonl").read_text().splitlines():
-            rec = json.loads(line)
-            if "val_loss" in rec or rec.get("step", 0) % 10 == 0:
-                lines.append(line)
-        (out / "evals.jsonl").write_text("\n".join(lines) + "\n")
+        if summary.is_file() and json.loads(summary.read_text()).get("completed"):
+            collect_run(run, dst / "runs" / run.name)
 
+
+def collect_run(run: Path, out: Path) -> None:
+    """One run's compact record: its config, provenance, plan, summary and ``evals.jsonl``."""
+    out.mkdir(parents=True, exist_ok=True)
+    for name in KEEP_RUN:
+        if (run / name).is_file():
+            shutil.copy2(run / name, out / name)
+    if not (run / "metrics.jsonl").is_file():  # a run collected before (a pool rebuilt from experiments/)
+        shutil.copy2(run / "evals.jsonl", out / "evals.jsonl")
+        return
+    lines = []
+    for line in (run / "metrics.jsonl").read_text().splitlines():
+        rec = json.loads(line)
+        if "val_loss" in rec or rec.get("step", 0) % 10 == 0:
+            lines.append(line)
+    (out / "evals.jsonl").write_text("\n".join(lines) + "\n")
 
 if __name__ == "__main__":
     if len(sys.argv) != 3:

@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""The GPU experiment as one command: TST against the equal-FLOPs baseline on one GPU, in a time budget.
+"""The GPU experiment as one command: the paper's question on one GPU (an H100 or H200), in a time budget —
+how much baseline compute does it take to reach TST's loss?
 
     python3 scripts/gpu_experiment.py --out REPORT_DIR                # one H200 (docs/gpu_experiment.md)
     python3 scripts/gpu_experiment.py --smoke --out REPORT_DIR        # the same path on the CPU in seconds
@@ -12,13 +13,15 @@
 2. Preflight: a few steps of the real shape, TST with its transition, evaluation and checkpoint. It
    compiles the model once (the runs reuse the compiled code); if ``torch.compile`` fails, it retries
    eagerly and the runs are eager (the report says so).
-3. Runs: every (arm, seed) pair of ``ARMS`` through the trainer's compare machinery (a rerun reuses
-   finished runs and resumes interrupted ones), the baseline and the first TST arm first, while the
-   wall-clock budget lasts. A run starts only if the last one's duration fits in what is left; at the
-   hard stop the run in flight checkpoints and stops. Every completed (arm, seed) pair counts.
-4. Report: for each TST arm the ``tst compare`` report over the seeds it shares with the baseline, and
-   ``REPORT_DIR/report.md`` (+ ``report.json``): all arms, throughput and MFU, data epochs, machine,
-   versions, time, and every pair that was skipped, stopped or failed.
+3. Runs, per seed, through the experiments' one runner (``arms.run_arm``: a rerun reuses finished runs and
+   resumes interrupted ones): the baseline as a **compute curve** — one run of 2× TST's steps with cooldown
+   branches at 1× and 1.5× (``tst curve``'s chain) — and each TST arm at 1×; the baseline and the first TST
+   arm first, while the wall-clock budget lasts. A run starts only if its estimated time fits in what is
+   left; at the hard stop the run in flight checkpoints and stops. Every completed run counts.
+4. Report (``REPORT_DIR/report.md`` + ``report.json`` + ``loss_vs_flops.png``): per TST arm the equal-loss
+   speed-up read on the baseline's curve (``experiments.compute``; a bound beyond it) and Δ at equal FLOPs,
+   with their intervals over seeds; throughput and MFU of each phase against this GPU's measured bf16
+   matmul peak; data epochs, machine, versions, time, and every run that was skipped, stopped or failed.
 
 Bulky files (corpus, prepared data, checkpoints, full metrics) stay in ``--work``; ``REPORT_DIR`` is the
 compact record to commit (``experiments/``). Exit status: 0; 1 if the preflight or a run failed; 2 for bad
@@ -48,43 +51,32 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO / "src"), str(REPO / "scripts")]  # the device runs a copy of the tree, not an install
 
-from collect_experiment import collect  # noqa: E402
+from collect_experiment import collect_run  # noqa: E402
 from tst_train import rundir  # noqa: E402
 from tst_train.cli.args import parse_dotted  # noqa: E402
 from tst_train.config import Config, apply_mapping, load_toml, set_value  # noqa: E402
 from tst_train.errors import Interrupted, UserError  # noqa: E402
-from tst_train.experiments import analysis, stats  # noqa: E402
+from tst_train.experiments import stats  # noqa: E402
 from tst_train.experiments.arms import run_arm  # noqa: E402
-from tst_train.experiments.compare import run_dirs, summarize  # noqa: E402
-from tst_train.experiments.report import machine_description, verdict, write_report  # noqa: E402
+from tst_train.experiments import compute, names  # noqa: E402
+from tst_train.experiments.curve import baseline_of, curve_chain, final_point  # noqa: E402
+from tst_train.experiments.report import machine_description, plot_loss_vs_flops  # noqa: E402
 from tst_train.metrics import read_metrics  # noqa: E402
 from tst_train.train import make_schedule  # noqa: E402
 
-# The arms, in priority order: name → config overrides on top of the config file. The first is the
-# baseline; every other arm is compared with it seed by seed at equal FLOPs (same steps, same positions
-# per step). The first TST arm is s = 4 with the batch fold (s× the rows of L tokens, the paper's unexplored
-# "multiply the micro-batch size by s") and bag weights fitted to the corpus's token mutual information (the
-# paper's §5.2): on the CPU study this pair led the best baseline at no more FLOPs by 0.121 nats over 3 seeds
-# and under every document order (the fold alone: 0.032; experiments/2026-12-01-where-tst-pays), and it wins
-# `make demo`. The second is the paper's own setting, s = 6.
+# The TST arms, in priority order: config overrides on top of the config file, named from the config they
+# make (``names.arm_name``). Each is read on the baseline's compute curve, seed by seed. The first is s = 4
+# with the batch fold and bag weights fitted to the corpus (the CPU records' best setting at its own shape;
+# behind smaller models trained longer there, experiments/2026-12-07-compute-curves); the second is the
+# paper's own setting, s = 6, r = 0.3.
 _S6 = {"tst.mode": "tst", "tst.bag_size": 6, "tst.superposition_frac": 0.3}  # the paper's setting
 _S4 = {"tst.mode": "tst", "tst.bag_size": 4, "tst.superposition_frac": 0.3}
-ARMS: dict[str, dict] = {
-    "baseline": {"tst.mode": "baseline"},
-    "tst-s4-batchfold-fitted": _S4 | {"tst.fold": "batch", "tst.weights": "fitted"},
-    "tst-s6": _S6,
-}
-# Not run by default (the budget fits the three arms above); pick them with --arms, e.g.
-# --arms baseline,tst-s6,tst-s6-document.
-OPTIONAL_ARMS: dict[str, dict] = {
-    "tst-s4": _S4,
-    "tst-s4-batchfold": _S4 | {"tst.fold": "batch"},
-    "tst-s6-document": _S6 | {"tst.bagging": "document"},
-    "tst-s6-smooth": _S6 | {"tst.transition_steps": 300},
-    "tst-s6-sum-to-one": _S6 | {"tst.loss": "sum-to-one"},
-    "tst-s6-fitted": _S6 | {"tst.weights": "fitted"},
-    "output-only-s6": _S6 | {"tst.mode": "output-only"},
-}
+TST_ARMS: tuple[dict, ...] = (_S4 | {"tst.fold": "batch", "tst.weights": "fitted"}, _S6)
+# Not run by default (the budget fits the two above); pick them by name with --arms.
+OPTIONAL_ARMS: tuple[dict, ...] = (
+    _S4, _S4 | {"tst.fold": "batch"}, _S6 | {"tst.bagging": "document"}, _S6 | {"tst.transition_steps": 300},
+    _S6 | {"tst.loss": "sum-to-one"}, _S6 | {"tst.weights": "fitted"}, _S6 | {"tst.mode": "output-only"})
+CURVE_SPAN = (1.0, 1.5, 2.0)  # the baseline's curve, in multiples of TST's steps: one 2x run and two branches
 
 # Bytes per token of an 8k byte-level BPE trained on 1/3 prose + 2/3 code (the mix this script makes),
 # measured on this project's CPU machine: prose 3.17, site-packages code 3.47. Sizing uses higher values:
@@ -92,7 +84,6 @@ OPTIONAL_ARMS: dict[str, dict] = {
 PROSE_BYTES_PER_TOKEN = 3.6
 CODE_BYTES_PER_TOKEN = 3.8
 DATA_HEADROOM = 1.2  # code for 20% more tokens than the hungriest arm reads
-MEASURED_PEAK_TFLOPS = 790.0  # bf16 8192³ matmul measured on the H200s lent here (KINDS.md); the datasheet says 989
 
 
 @dataclass(frozen=True)
@@ -172,33 +163,57 @@ def load_config(settings: Settings, overrides: list[tuple[str, str]]) -> Config:
     return cfg.validate()
 
 
-def arm_config(base: Config, arm: str, seed: int, data_dir: Path) -> Config:
+def arm_config(base: Config, overrides: dict, seed: int, data_dir: Path) -> Config:
     cfg = copy.deepcopy(base)
-    for key, value in (ARMS | OPTIONAL_ARMS)[arm].items():
+    for key, value in overrides.items():
         set_value(cfg, key, value)
     cfg.train.seed = seed
     cfg.data.path = str(data_dir)
     return cfg.validate()
 
 
+def arm_table(base: Config) -> dict[str, dict]:
+    """Every TST arm by its name (derived from the config it makes): the default ones first."""
+    return {names.arm_name(arm_config(base, o, 0, Path())): o for o in TST_ARMS + OPTIONAL_ARMS}
+
+
+def curve_steps(base: Config) -> list[int]:
+    return [round(k * base.train.steps) for k in CURVE_SPAN]
+
+
 def data_tokens_needed(base: Config, arms: list[str]) -> int:
-    """Raw training tokens the hungriest arm reads (``r·s + 1 − r`` times the baseline's for TST)."""
-    cfgs = [arm_config(base, arm, 0, Path()) for arm in arms]
+    """Raw training tokens the hungriest run reads: the curve's longest baseline run, or a TST arm (``r·s + 1 − r``
+    times the baseline's tokens at its steps)."""
+    table = arm_table(base)
+    cfgs = [arm_config(base, table[arm], 0, Path()) for arm in arms]
     for c in cfgs:  # the bag weights do not change what a step reads, and fitted ones need the data this sizes
         c.tst.weights = "uniform" if c.tst.weights == "fitted" else c.tst.weights
-    return max(make_schedule(c).data_tokens(c.train.batch_size, c.train.seq_len) for c in cfgs)
+    longest = baseline_of(base)
+    longest.train.steps = max(curve_steps(base))
+    return max(make_schedule(c).data_tokens(c.train.batch_size, c.train.seq_len) for c in cfgs + [longest])
 
 
-ORDER_RULE = ("the baseline and the first TST arm for seeds 0 to {last} (enough for a confidence interval), then "
-              "the other arms for those seeds, then one more seed of every arm at a time, up to {most} seeds")
+ORDER_RULE = ("per seed, the baseline's curve (one run of 2× the steps, then branches at 1× and 1.5×) and the first "
+              "TST arm, for seeds 0 to {last} (enough for an interval), then the other arms for those seeds, then one "
+              "more seed of everything at a time, up to {most} seeds")
 
 
-def job_order(arms: list[str], min_seeds: int, max_seeds: int) -> list[tuple[str, int]]:
-    """The (arm, seed) pairs in the order they train: see ``ORDER_RULE``."""
-    base, first, others = arms[0], arms[1:2], arms[2:]
-    jobs = [(arm, seed) for seed in range(min_seeds) for arm in [base, *first]]
-    jobs += [(arm, seed) for seed in range(min_seeds) for arm in others]
-    jobs += [(arm, seed) for seed in range(min_seeds, max_seeds) for arm in arms]
+def job_order(base: Config, arms: list[str], min_seeds: int, max_seeds: int, work: Path) -> list[tuple[str, int, list]]:
+    """(label, seed, chain of (config, run directory)) in the order they train: see ``ORDER_RULE``."""
+    table, runs, data = arm_table(base), work / "runs", work / "data"
+
+    def curve(seed):
+        cfg = baseline_of(arm_config(base, {}, seed, data))
+        return ("baseline", seed, curve_chain(cfg, curve_steps(base), seed, runs))
+
+    def tst(arm, seed):
+        cfg = arm_config(base, table[arm], seed, data)
+        return (arm, seed, [(cfg, runs / names.run_name(cfg))])
+
+    first, others = arms[:1], arms[1:]
+    jobs = [j for seed in range(min_seeds) for j in [curve(seed)] + [tst(a, seed) for a in first]]
+    jobs += [tst(a, seed) for seed in range(min_seeds) for a in others]
+    jobs += [j for seed in range(min_seeds, max_seeds) for j in [curve(seed)] + [tst(a, seed) for a in arms]]
     return jobs
 
 
@@ -356,7 +371,7 @@ def _empty_cuda_cache() -> None:
 def preflight(base: Config, tst_arm: str, settings: Settings, work: Path, log) -> dict:
     """A few steps of the real shape (a TST arm, transition half-way, evaluation, checkpoint): fail here,
     not in the first run; compile once for every run. A failing ``torch.compile`` falls back to eager."""
-    cfg = arm_config(base, tst_arm, 0, work / "data")
+    cfg = arm_config(base, arm_table(base)[tst_arm], 0, work / "data")
     cfg.train.steps = cfg.eval.every = settings.preflight_steps
     cfg.train.warmup_steps, cfg.tst.superposition_frac = 1, 0.5
     attempts = [cfg.train.compile] + ([False] if cfg.train.compile else [])
@@ -373,115 +388,123 @@ def preflight(base: Config, tst_arm: str, settings: Settings, work: Path, log) -
     return {"compile": False, "attempts": result, "ok": False}
 
 
-def run_jobs(jobs: list[tuple[str, int]], base: Config, work: Path, budget: Budget, outcomes: dict, log) -> None:
-    """Train the pairs in order while they fit the budget, recording ``outcomes[(arm, seed)]`` as they end."""
-    last_s = None
-    for arm, seed in jobs:
-        if not budget.fits(last_s):
-            outcomes[(arm, seed)] = {"status": "skipped", "reason": "budget"}
-            continue
-        run_dir = work / "runs" / f"{arm}-seed{seed}"
-        log(f"[{budget.elapsed():5.0f}s] {arm} seed {seed}")
-        out = train_pair(arm_config(base, arm, seed, work / "data"), run_dir, log)
-        outcomes[(arm, seed)] = out
-        if out["status"] == "completed" and not out["reused"]:
-            last_s = out["seconds"]
-        if out["status"] == "failed":
-            log(f"  failed: {out['error']}")
+def steps_to_train(cfg: Config) -> int:
+    """Steps a run trains itself: a cooldown branch starts at its trunk's checkpoint."""
+    return cfg.train.steps - (int(cfg.train.branch_from.rpartition(":")[2]) if cfg.train.branch_from else 0)
+
+
+def run_jobs(jobs: list[tuple[str, int, list]], budget: Budget, outcomes: dict, log) -> None:
+    """Train the chains in order while their runs fit the budget (estimated from the seconds per step of the
+    runs so far), recording ``outcomes[run name]`` as each ends; a branch whose trunk did not finish is skipped."""
+    per_step = None
+    for label, seed, chain in jobs:
+        for i, (cfg, run_dir) in enumerate(chain):
+            key = {"arm": label, "seed": seed, "run": run_dir.name, "steps": cfg.train.steps}
+            if i and outcomes[chain[0][1].name]["status"] != "completed":
+                outcomes[run_dir.name] = key | {"status": "skipped", "reason": "trunk"}
+                continue
+            if not budget.fits(per_step and per_step * steps_to_train(cfg)):
+                outcomes[run_dir.name] = key | {"status": "skipped", "reason": "budget"}
+                continue
+            log(f"[{budget.elapsed():5.0f}s] {run_dir.name}")
+            out = train_pair(cfg, run_dir, log)
+            outcomes[run_dir.name] = key | out
+            if out["status"] == "completed" and not out["reused"]:
+                per_step = out["seconds"] / steps_to_train(cfg)
+            if out["status"] == "failed":
+                log(f"  failed: {out['error']}")
 
 
 # ------------------------------------------------------------------ report
 
 
-def compare_reports(outcomes: dict, arms: list[str], base: Config, work: Path, out: Path) -> dict:
-    """For each TST arm, the ``tst compare`` summary and report over the seeds it shares with the baseline.
-
-    ``work/compare/ARM/runs`` links the pairs' run directories under the names ``tst compare`` uses, so
-    its summary and report code run unchanged; the record (no checkpoints) is collected into ``out/ARM``.
-    """
-    done = {key for key, o in outcomes.items() if o["status"] == "completed"}
-    summaries = {}
-    for arm in arms[1:]:
-        seeds = sorted(seed for a, seed in done if a == arm and (arms[0], seed) in done)
-        if not seeds:
-            continue
-        cdir = work / "compare" / arm
-        shutil.rmtree(cdir, ignore_errors=True)
-        (cdir / "runs").mkdir(parents=True)
-        compared = arm_config(base, arm, seeds[0], work / "data")
-        for (name, seed), link in run_dirs(compared, cdir, ["baseline", "tst"], seeds).items():
-            link.symlink_to(work / "runs" / f"{arms[0] if name == 'baseline' else arm}-seed{seed}")
-        summary = summarize(cdir, compared, ["baseline", "tst"], seeds)
-        rundir.write_json(cdir / "summary.json", summary)
-        summaries[arm] = summary
-        try:  # the plots need matplotlib; the numbers above do not, and the main report must be written
-            write_report(cdir, summary)
-        except Exception as e:
-            summary["report_error"] = f"{type(e).__name__}: {e}"
-        shutil.rmtree(out / arm, ignore_errors=True)
-        collect(cdir, out / arm)
-    return summaries
+def matmul_peak_tflops() -> float | None:
+    """This GPU's bf16 matmul rate (an 8192³ product, median of 10 after warm-up): the peak MFU is read
+    against, measured rather than taken from a datasheet. None without CUDA."""
+    import torch
+    if not torch.cuda.is_available():
+        return None
+    a = torch.randn(8192, 8192, device="cuda", dtype=torch.bfloat16)
+    b = torch.randn(8192, 8192, device="cuda", dtype=torch.bfloat16)
+    times = []
+    for i in range(13):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        a @ b
+        end.record()
+        torch.cuda.synchronize()
+        if i >= 3:
+            times.append(start.elapsed_time(end) / 1e3)
+    return 2 * 8192 ** 3 / statistics.median(times) / 1e12
 
 
-def throughput(run_dir: Path) -> dict:
-    """Medians over a run's steps: positions/s, model TFLOP/s, MFU; data tokens/s over the whole run."""
+def throughput(run_dir: Path, peak_tflops: float | None) -> dict:
+    """Medians over a run's steps, per phase: positions/s, model TFLOP/s and the share of the measured peak."""
     recs = [r for r in read_metrics(run_dir) if "positions_per_s" in r]
     plan = json.loads((run_dir / rundir.PLAN_FILE).read_text())
     summary = rundir.read_summary(run_dir) or {}
-    pos = statistics.median(r["positions_per_s"] for r in recs)
-    mfus = [r["mfu"] for r in recs if r.get("mfu") is not None]
-    tflops = pos * plan["flops_per_position"] / 1e12
-    return {"positions_per_s": pos, "data_tokens_per_s": summary["data_tokens"] / summary["train_time"],
-            "model_tflops": tflops, "mfu_datasheet": statistics.median(mfus) if mfus else None,
-            "of_measured_peak": tflops / MEASURED_PEAK_TFLOPS if _on_hopper() else None,
-            "step_time_median": summary.get("step_time_median"), "epochs": summary["epochs"],
-            "data_tokens": summary["data_tokens"], "wall_time": summary["wall_time"]}
+    phases = {}
+    for name in dict.fromkeys(r["phase"] for r in recs):
+        pos = statistics.median(r["positions_per_s"] for r in recs if r["phase"] == name)
+        tflops = pos * plan["flops_per_position"] / 1e12
+        phases[name] = {"positions_per_s": pos, "model_tflops": tflops,
+                        "of_measured_peak": tflops / peak_tflops if peak_tflops else None}
+    return {"phases": phases, "data_tokens_per_s": summary["data_tokens"] / summary["train_time"],
+            "epochs": summary["epochs"], "data_tokens": summary["data_tokens"], "flops": summary["flops"]}
 
 
-def _on_hopper() -> bool:
-    """An H100 or H200: the chips whose measured matmul rate ``MEASURED_PEAK_TFLOPS`` is."""
-    import torch
-    return torch.cuda.is_available() and any(k in torch.cuda.get_device_name(0) for k in ("H100", "H200"))
+def _completed(outcomes: dict, label: str) -> list[dict]:
+    return [o for o in outcomes.values() if o["arm"] == label and o["status"] == "completed"]
 
 
-def arm_rows(outcomes: dict, arms: list[str], summaries: dict, work: Path) -> dict:
-    """Per arm: its completed seeds, final validation loss, throughput and, for TST arms, the comparison."""
-    rows = {}
+def arm_rows(outcomes: dict, arms: list[str], base: Config, work: Path, peak: float | None) -> dict:
+    """The baseline's curve per budget, and per TST arm: its runs, the speed-up on the curve and Δ at 1×."""
+    runs = work / "runs"
+    curves: dict[int, list] = {}
+    by_steps: dict[int, dict] = {}
+    for o in _completed(outcomes, "baseline"):
+        point = final_point(runs / o["run"])
+        curves.setdefault(o["seed"], []).append(point)
+        by_steps.setdefault(o["steps"], {})[o["seed"]] = point
+    rows = {"baseline": {"curve": [{"steps": k, "seeds": sorted(v), "flops": max(p[0] for p in v.values()),
+                                    "final_val_loss": stats.mean_ci([p[1] for p in v.values()])}
+                                   for k, v in sorted(by_steps.items())],
+                         "throughput": _throughput([o for o in _completed(outcomes, "baseline")
+                                                    if o["steps"] == base.train.steps], runs, peak)}}
+    equal = by_steps.get(base.train.steps, {})
     for arm in arms:
-        seeds = sorted(s for (a, s), o in outcomes.items() if a == arm and o["status"] == "completed")
-        runs = [work / "runs" / f"{arm}-seed{s}" for s in seeds]
-        tp = [throughput(r) for r in runs]
-        finals = [analysis.eval_curve(read_metrics(r))[-1][1] for r in runs]
-        row = {"seeds": seeds, "final_val_loss": stats.mean_ci(finals),
-               **{k: (statistics.median(t[k] for t in tp) if tp and tp[0][k] is not None else None)
-                  for k in ("positions_per_s", "data_tokens_per_s", "model_tflops", "mfu_datasheet",
-                            "of_measured_peak", "step_time_median", "epochs", "data_tokens")}}
-        s = summaries.get(arm)
-        if s:
-            c = s["comparisons"]["tst"]
-            row.update(delta_val_loss=c["delta_val_loss"], steps_ratio=c["steps_ratio"],
-                       ratio_reached=c["ratio_reached"], compared_seeds=s["seeds"], verdict=verdict(s),
-                       report_error=s.get("report_error"))
-        rows[arm] = row
+        done = _completed(outcomes, arm)
+        tst = {o["seed"]: final_point(runs / o["run"]) for o in done}
+        paired = sorted(set(tst) & set(equal))
+        rows[arm] = {"seeds": sorted(tst), "final_val_loss": stats.mean_ci([p[1] for p in tst.values()]),
+                     "flops": max((p[0] for p in tst.values()), default=None),
+                     "speedup": compute.speedup_over_seeds({s: c for s, c in curves.items() if len(c) > 1}, tst),
+                     "delta_val_loss": stats.paired([tst[s][1] for s in paired], [equal[s][1] for s in paired]),
+                     "throughput": _throughput(done, runs, peak)}
     return rows
 
 
-def target_check(rows: dict, arms: list[str]) -> str:
-    """The issue's target: TST ahead with a 95% CI excluding zero and an equal-loss speed-up ≥ 1.5×."""
-    lines = []
-    for arm in arms[1:]:
-        d, sp = rows[arm].get("delta_val_loss"), rows[arm].get("steps_ratio")
-        if not d or d["mean"] is None:
-            lines.append(f"{arm}: no comparison (no seed with both runs completed).")
-            continue
-        ci_ok = bool(d.get("ci95")) and d["ci95"][1] < 0
-        speed = sp["mean"] if sp and sp["mean"] is not None else None
-        ci_text = (f"95% CI upper end {d['ci95'][1]:+.4f}" if d.get("ci95") else "one seed only, no CI")
-        speed_text = f"{speed:.2f}×" if speed else "never reached the baseline's loss"
-        met = "met" if ci_ok and speed and speed >= 1.5 else "not met"
-        lines.append(f"{arm}: {met} — Δ {d['mean']:+.4f} nats ({ci_text}; needs < 0), equal-loss speed-up "
-                     f"{speed_text} (needs ≥ 1.50×; {rows[arm]['ratio_reached']}/{d['n']} seeds reached it).")
-    return "\n".join(f"- {line}" for line in lines)
+def _throughput(done: list[dict], runs: Path, peak: float | None) -> dict:
+    """Per phase, the median over runs of each run's medians; data epochs of the first run."""
+    tps = [throughput(runs / o["run"], peak) for o in done]
+    if not tps:
+        return {}
+    phases = {name: {k: statistics.median(t["phases"][name][k] for t in tps if name in t["phases"])
+                     if tps[0]["phases"][name][k] is not None else None for k in tps[0]["phases"][name]}
+              for name in tps[0]["phases"]}
+    return {"phases": phases, "epochs": tps[0]["epochs"], "data_tokens": tps[0]["data_tokens"],
+            "data_tokens_per_s": statistics.median(t["data_tokens_per_s"] for t in tps)}
+
+
+def headline(arm: str, row: dict) -> str:
+    """What one TST arm measured, whichever way it came out."""
+    sp, d = row["speedup"], row["delta_val_loss"]
+    if not row["seeds"]:
+        return f"{arm}: no run completed."
+    n = len(sp.get("seeds", []))
+    return (f"{arm}: the baseline needs {compute.format_speedup(sp)} TST's compute to reach its loss "
+            f"({n} seed{'s' if n != 1 else ''} with a curve; 95 % interval over init seeds); at equal FLOPs Δ "
+            f"{stats.fmt(d, 4)} ({d['n']} paired seed{'s' if d['n'] != 1 else ''}; < 0: TST lower).")
 
 
 def environment() -> dict:
@@ -507,33 +530,31 @@ def environment() -> dict:
     return env
 
 
-def _ci(stat: dict | None, signed: bool = False, unit: str = "") -> str:
-    if not stat or stat.get("mean") is None:
-        return "—"
-    f = "{:+.4f}" if signed else "{:.4f}"
-    text = f.format(stat["mean"]) + unit
-    if stat.get("ci95"):
-        text += " [" + ", ".join(f.format(x) for x in stat["ci95"]) + "]"
-    return text
-
-
 def _num(x, fmt: str) -> str:
     return "—" if x is None else format(x, fmt)
 
 
 def results_table(rows: dict) -> list[str]:
-    lines = ["| arm | seeds | final val loss | Δ vs baseline (95% CI) | equal-loss speed-up | data tokens | epochs | "
-             "positions/s | data tokens/s | model TFLOP/s | MFU (datasheet peak) | of measured 790 |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| run | seeds | FLOPs | final val loss | speed-up on the baseline's curve | Δ at equal FLOPs |",
+             "|---|---|---|---|---|---|"]
+    for p in rows["baseline"]["curve"]:
+        lines.append(f"| baseline, {p['steps']:,} steps | {len(p['seeds'])} | {p['flops']:.3e} | "
+                     f"{stats.fmt(p['final_val_loss'], 4, False)} | — | — |")
     for arm, r in rows.items():
-        sp = r.get("steps_ratio")
-        speed = "—" if sp is None else ("never reached" if sp["mean"] is None else
-                                        f"{sp['mean']:.2f}× ({r['ratio_reached']}/{len(r['compared_seeds'])})")
-        lines.append(f"| {arm} | {len(r['seeds'])} | {_ci(r.get('final_val_loss'))} | "
-                     f"{_ci(r.get('delta_val_loss'), signed=True)} | {speed} | {_num(r['data_tokens'], ',.0f')} | "
-                     f"{_num(r['epochs'], '.3f')} | {_num(r['positions_per_s'], ',.0f')} | "
-                     f"{_num(r['data_tokens_per_s'], ',.0f')} | {_num(r['model_tflops'], '.1f')} | "
-                     f"{_num(r['mfu_datasheet'], '.1%')} | {_num(r['of_measured_peak'], '.1%')} |")
+        if arm != "baseline":
+            lines.append(f"| {arm} | {len(r['seeds'])} | {_num(r['flops'], '.3e')} | {stats.fmt(r['final_val_loss'], 4, False)} | "
+                         f"{compute.format_speedup(r['speedup'])} | {stats.fmt(r['delta_val_loss'], 4)} |")
+    return lines
+
+
+def throughput_table(rows: dict) -> list[str]:
+    lines = ["| arm | phase | positions/s | model TFLOP/s | of the measured bf16 peak | data tokens | epochs |",
+             "|---|---|---|---|---|---|---|"]
+    for arm, r in rows.items():
+        tp = r.get("throughput") or {}
+        for phase, v in (tp.get("phases") or {}).items():
+            lines.append(f"| {arm} | {phase} | {_num(v['positions_per_s'], ',.0f')} | {_num(v['model_tflops'], '.1f')} | "
+                         f"{_num(v['of_measured_peak'], '.1%')} | {_num(tp['data_tokens'], ',.0f')} | {_num(tp['epochs'], '.3f')} |")
     return lines
 
 
@@ -544,14 +565,15 @@ def _note(o: dict) -> str:
         return f"stopped by the budget after step {o.get('steps', 0)} (not counted)"
     if o["status"] == "failed":
         return " ".join(o.get("error", "").replace("|", "/").split())  # one table cell
-    return ("not started: it would not have fitted the budget" if o.get("reason") == "budget"
-            else "not started: the preflight failed")
+    return {"budget": "not started: it would not have fitted the budget",
+            "trunk": "not started: the run it branches from did not finish"}.get(o.get("reason"),
+                                                                                 "not started: the preflight failed")
 
 
-def pairs_table(outcomes: dict) -> list[str]:
+def runs_table(outcomes: dict) -> list[str]:
     lines = ["| run | status | seconds | of which training steps | note |", "|---|---|---|---|---|"]
-    for (arm, seed), o in outcomes.items():
-        lines.append(f"| {arm}-seed{seed} | {o['status']} | {_num(o.get('seconds'), '.1f')} | "
+    for name, o in outcomes.items():
+        lines.append(f"| {name} | {o['status']} | {_num(o.get('seconds'), '.1f')} | "
                      f"{_num(o.get('train_seconds'), '.1f')} | {_note(o)} |")
     return lines
 
@@ -567,6 +589,7 @@ def _setup_text(rec: dict) -> str:
     cfg, plan = rec["config"], rec.get("plan") or {}
     t = cfg["train"]
     arms = "; ".join(f"`{a}` = {o}" for a, o in rec["arm_overrides"].items())
+    arms += f"; the baseline at {', '.join(f'{k:g}×' for k in CURVE_SPAN)} the steps"
     return (f"Model `{cfg['model']['preset']}` ({_num(plan.get('params'), ',')} parameters, "
             f"{_num(plan.get('flops_per_position'), '.3e')} FLOPs/position), {t['steps']} steps × "
             f"{t['batch_size']} rows × {t['seq_len']} positions, lr {t['lr']}, warmup {t['warmup_steps']}, linear "
@@ -604,29 +627,42 @@ def _machine_text(rec: dict) -> str:
             f"{sec['runs']:.0f} s, total before the report {sec['before_report']:.0f} s.")
 
 
-RESULTS_NOTE = ("Δ < 0: lower validation loss than the baseline of the same seed, at equal FLOPs (same steps, same "
-                "positions per step). Throughput columns are medians over steps and seeds; MFU counts positions "
-                "(6·N + attention), against the datasheet dense bf16 peak (989 TFLOP/s for an H100/H200) and, on those "
-                "chips, against the ~790 TFLOP/s a bf16 matmul reached on the H200s lent here.")
+RESULTS_NOTE = ("The baseline's curve: one run of 2× TST's steps and cooldown branches at 1× and 1.5× (each decays over "
+                "its own last steps; a branch trains the same numbers as a run of that length). The speed-up is the "
+                "baseline compute needed to reach TST's final loss, interpolated in log FLOPs on the monotone curve, "
+                "÷ TST's compute; beyond the curve it is a bound. Δ: TST − the 1× baseline of the same seed. "
+                "Intervals: 95 % Student-t over init seeds (one data order). Throughput: medians over steps and runs; "
+                "model FLOPs count positions (6·N + attention), against the bf16 matmul rate measured on this GPU.")
 
 
 def write_experiment_report(out: Path, rec: dict, outcomes: dict) -> None:
     rows = rec["arms"]
-    compared = [a for a in rows if rows[a].get("verdict")]
-    md = ["# GPU experiment: TST vs the equal-FLOPs baseline", ""]
-    md += [f"**{arm}**: {rows[arm]['verdict']}" for arm in compared] or ["No comparison completed."]
-    md += [f"(The `tst compare` report of {a} failed: {r['report_error']}.)"
-           for a, r in rows.items() if r.get("report_error")]
-    md += ["", "Target of issue 14 (TST ahead with a 95% CI excluding zero, equal-loss speed-up ≥ 1.5×):", "",
-           target_check(rows, list(rows)), "", "## Results", "", *results_table(rows), "", RESULTS_NOTE]
-    if compared:
-        md += ["", "Each TST arm's `tst compare` report (curves, per-seed numbers): "
-               + ", ".join(f"[`{a}/report.md`]({a}/report.md)" for a in compared) + "."]
-    md += ["", "## Runs", "", _preflight_text(rec["preflight"]), "", f"Order: {rec['order_rule']}.", "",
-           *pairs_table(outcomes), "",
-           "## Setup", "", _setup_text(rec), "", "## Data", "", _data_text(rec), "",
+    md = ["# GPU experiment: how much baseline compute reaches TST's loss", ""]
+    md += [f"- {headline(arm, r)}" for arm, r in rows.items() if arm != "baseline"]
+    peak = rec["env"].get("matmul_peak_tflops")
+    md += ["", "## Results", "", *results_table(rows), "", RESULTS_NOTE, "", "![loss against compute](loss_vs_flops.png)"
+           if rec.get("figure") else "", "", "## Throughput and MFU", "",
+           f"Measured bf16 matmul peak of this GPU: {_num(peak, '.0f')} TFLOP/s.", "", *throughput_table(rows), "",
+           "## Runs", "", _preflight_text(rec["preflight"]), "", f"Order: {rec['order_rule']}.", "",
+           *runs_table(outcomes), "", "## Setup", "", _setup_text(rec), "", "## Data", "", _data_text(rec), "",
            "## Machine and time", "", _machine_text(rec), "", "## Command", "", f"`{rec['command']}`", ""]
     (out / "report.md").write_text("\n".join(md))
+
+
+def plot(out: Path, rows: dict) -> str | None:
+    """Loss against FLOPs: the baseline's curve and each TST arm (means with their intervals)."""
+    curve = [(p["flops"], p["final_val_loss"]["mean"], p["final_val_loss"].get("ci95"), f"{p['steps']:,} steps")
+             for p in rows["baseline"]["curve"] if p["final_val_loss"]["mean"] is not None]
+    series = [{"label": "baseline (compute curve)", "color": "#444444", "line": True, "points": curve}]
+    colors = ["#d62728", "#ff7f0e", "#2ca02c", "#9467bd"]
+    for i, (arm, r) in enumerate(a for a in rows.items() if a[0] != "baseline"):
+        if r["final_val_loss"]["mean"] is not None:
+            series.append({"label": arm, "color": colors[i % len(colors)], "marker": "s", "size": 7,
+                           "points": [(r["flops"], r["final_val_loss"]["mean"], r["final_val_loss"].get("ci95"), None)]})
+    if not curve:
+        return None
+    return plot_loss_vs_flops(out, series, "loss_vs_flops.png", "Validation loss against compute: the baseline's "
+                              "curve and TST")
 
 
 # ------------------------------------------------------------------ main
@@ -640,8 +676,8 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[tuple[str, str
                                              "rerun with the same --work to reuse and resume")
     p.add_argument("--smoke", action="store_true", help="the same path on the CPU in seconds (configs/gpu_smoke.toml)")
     p.add_argument("--budget-min", type=float, help="wall-clock budget in minutes, everything included (default 8)")
-    p.add_argument("--arms", help=f"comma-separated, baseline first (default: {','.join(ARMS)}; "
-                                  f"optional: {','.join(OPTIONAL_ARMS)})")
+    p.add_argument("--arms", help="TST arms by name, comma-separated (default: the first two of those the script "
+                                  "lists; the baseline's curve always trains); an unknown name lists them all")
     p.add_argument("--seeds", type=int, help="at most this many seeds per arm")
     p.add_argument("--prose", type=Path, nargs="+", help="prose inputs, JSONL[.xz] (default: .carry/prose/*.jsonl.xz, "
                                                          "else the bundled corpus)")
@@ -649,12 +685,11 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[tuple[str, str
     return args, parse_dotted(extra)
 
 
-def check_args(args: argparse.Namespace, settings: Settings) -> list[str]:
-    arms = args.arms.split(",") if args.arms else list(ARMS)
-    unknown = [a for a in arms if a not in ARMS | OPTIONAL_ARMS]
-    if unknown or len(arms) < 2 or arms[0] != "baseline" or len(set(arms)) != len(arms):
-        raise UserError(f"--arms: the baseline first, then TST arms, from {', '.join(ARMS | OPTIONAL_ARMS)}; "
-                        f"got {args.arms!r}")
+def check_args(args: argparse.Namespace, base: Config) -> list[str]:
+    table = arm_table(base)
+    arms = args.arms.split(",") if args.arms else list(table)[:len(TST_ARMS)]
+    if [a for a in arms if a not in table] or not arms or len(set(arms)) != len(arms):
+        raise UserError(f"--arms: TST arms by name, from {', '.join(table)}; got {args.arms!r}")
     if args.budget_min is not None and not 0 < args.budget_min < 1e4:
         raise UserError(f"--budget-min must be a positive number of minutes, got {args.budget_min}")
     if args.seeds is not None and args.seeds < 1:
@@ -670,11 +705,11 @@ def main(argv: list[str] | None = None, log=print) -> int:
     try:
         args, overrides = parse_args(argv)
         settings = SMOKE if args.smoke else FULL
-        arms = check_args(args, settings)
         seeds = args.seeds or settings.max_seeds
         settings = replace(settings, budget_s=args.budget_min * 60 if args.budget_min else settings.budget_s,
                            max_seeds=seeds, min_seeds=min(settings.min_seeds, seeds))
         base = load_config(settings, overrides)
+        arms = check_args(args, base)
         out, work = args.out, args.work or args.out.with_name(args.out.name + "-work")
         return run_experiment(settings, base, arms, out, work, args.prose or default_prose(settings), log,
                               command=" ".join(["python3", "scripts/gpu_experiment.py", *argv]))
@@ -691,19 +726,20 @@ def run_experiment(settings: Settings, base: Config, arms: list[str], out: Path,
     budget = Budget(settings.budget_s, settings.report_reserve_s)
     seconds, outcomes, data, compile_asked = {}, {}, None, base.train.compile
     pre = {"compile": base.train.compile, "ok": False, "attempts": {}}
-    jobs = job_order(arms, settings.min_seeds, settings.max_seeds)
+    jobs = job_order(base, arms, settings.min_seeds, settings.max_seeds, work)
     phase = "data"
     with budget:
         try:
             t = time.monotonic()
             data = prepare_data(settings, base, arms, work, prose, log)
             seconds["data"], t, phase = time.monotonic() - t, time.monotonic(), "preflight"
-            pre = preflight(base, arms[1], settings, work, log)
+            pre = preflight(base, arms[0], settings, work, log)
             seconds["preflight"], t, phase = time.monotonic() - t, time.monotonic(), "runs"
             if pre["ok"]:
-                base = copy.deepcopy(base)
-                base.train.compile = pre["compile"]
-                run_jobs(jobs, base, work, budget, outcomes, log)
+                for _, _, chain in jobs:
+                    for cfg, _ in chain:
+                        cfg.train.compile = pre["compile"]
+                run_jobs(jobs, budget, outcomes, log)
             seconds["runs"] = time.monotonic() - t
         except BudgetStop:
             log(f"the budget ended during the {phase}")
@@ -714,21 +750,30 @@ def run_experiment(settings: Settings, base: Config, arms: list[str], out: Path,
         print("error: the data was not ready within the budget; nothing to report", file=sys.stderr)
         return 1
     not_run = "budget" if budget.left() <= 0 or pre["ok"] else "preflight failed"
-    for key in jobs:
-        outcomes.setdefault(key, {"status": "skipped", "reason": not_run})
-    summaries = compare_reports(outcomes, arms, base, work, out)
-    rows = arm_rows(outcomes, arms, summaries, work)
-    done = [work / "runs" / f"{a}-seed{s}" for (a, s), o in outcomes.items() if o["status"] == "completed"]
-    rec = {"command": command, "budget_s": settings.budget_s, "seconds": seconds, "env": environment(),
-           "config": base.to_dict(), "arm_overrides": {a: (ARMS | OPTIONAL_ARMS)[a] for a in arms}, "data": data, "preflight": pre,
+    for label, seed, chain in jobs:
+        for cfg, run_dir in chain:
+            outcomes.setdefault(run_dir.name, {"arm": label, "seed": seed, "run": run_dir.name, "steps": cfg.train.steps,
+                                               "status": "skipped", "reason": not_run})
+    env = environment()
+    env["matmul_peak_tflops"] = matmul_peak_tflops()
+    rows = arm_rows(outcomes, arms, base, work, env["matmul_peak_tflops"])
+    done = [work / "runs" / name for name, o in outcomes.items() if o["status"] == "completed"]
+    for run in done:  # the compact record: configs, summaries and evaluation curves
+        collect_run(run, out / "runs" / run.name)
+    rec = {"command": command, "budget_s": settings.budget_s, "seconds": seconds, "env": env,
+           "config": base.to_dict(), "arm_overrides": {a: arm_table(base)[a] for a in arms}, "data": data, "preflight": pre,
            "compile": {"asked": compile_asked, "used": pre["compile"]},
            "plan": json.loads((done[0] / rundir.PLAN_FILE).read_text()) if done else None,
            "order_rule": ORDER_RULE.format(last=settings.min_seeds - 1, most=settings.max_seeds),
-           "arms": rows, "data_repeats": any((r["epochs"] or 0) > 1 for r in rows.values())}
+           "arms": rows, "data_repeats": any((r.get("throughput") or {}).get("epochs", 0) > 1 for r in rows.values())}
+    try:  # the figure needs matplotlib; the numbers do not, and the report must be written
+        rec["figure"] = plot(out, rows)
+    except Exception as e:
+        rec["figure_error"] = f"{type(e).__name__}: {e}"
     write_experiment_report(out, rec, outcomes)
-    rec["outcomes"] = [{"arm": a, "seed": s, **o} for (a, s), o in outcomes.items()]
+    rec["outcomes"] = list(outcomes.values())
     rundir.write_json(out / "report.json", rec)
-    log((out / "report.md").read_text().split("## Runs")[0])
+    log((out / "report.md").read_text().split("## Throughput")[0])
     failed = [k for k, o in outcomes.items() if o["status"] == "failed"]
     return 1 if failed or not pre["ok"] else 0
 

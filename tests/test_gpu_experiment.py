@@ -30,7 +30,8 @@ def g():
 
 @pytest.fixture(scope="module")
 def smoke(g, tmp_path_factory):
-    """One --smoke run: data from the bundled corpus + stdlib code, preflight, 3 arms x 2 seeds, report."""
+    """One --smoke run: data from the bundled corpus + stdlib code, preflight, the baseline's curve and 2 TST arms x
+    2 seeds, report."""
     root = tmp_path_factory.mktemp("gpu")
     code = g.main(["--smoke", "--out", str(root / "report"), "--work", str(root / "work")], log=lambda *a: None)
     return code, root / "report", root / "work"
@@ -47,32 +48,45 @@ def _copy_data(work: Path, dst: Path) -> Path:
     return dst
 
 
-def test_job_order_puts_the_baseline_and_first_arm_first(g):
-    assert g.job_order(["baseline", "a", "b"], 2, 3) == [
-        ("baseline", 0), ("a", 0), ("baseline", 1), ("a", 1), ("b", 0), ("b", 1),
-        ("baseline", 2), ("a", 2), ("b", 2)]
+FIRST, SECOND = "s4-r0.3-fitted+fold-batch", "s6-r0.3-uniform"  # the default TST arms, named from their configs
 
 
-def test_smoke_runs_every_pair_and_reports_them(smoke, g):
+def test_job_order_puts_the_baseline_curve_and_first_arm_first(g, tmp_path):
+    base = g.load_config(g.SMOKE, [])
+    jobs = g.job_order(base, [FIRST, SECOND], 2, 3, tmp_path)
+    assert [(label, seed) for label, seed, _ in jobs] == [
+        ("baseline", 0), (FIRST, 0), ("baseline", 1), (FIRST, 1), (SECOND, 0), (SECOND, 1),
+        ("baseline", 2), (FIRST, 2), (SECOND, 2)]
+    # the baseline's chain: the 2x run, then its branches at 1x and 1.5x
+    assert [cfg.train.steps for cfg, _ in jobs[0][2]] == [2 * SMOKE_STEPS, SMOKE_STEPS, round(1.5 * SMOKE_STEPS)]
+    assert jobs[0][2][1][0].train.branch_from.endswith(f":{SMOKE_STEPS - round(0.2 * SMOKE_STEPS)}")
+
+
+def test_smoke_runs_every_run_and_reads_the_speedup_on_the_curve(smoke, g):
     code, report, work = smoke
     assert code == 0
     rec = json.loads((report / "report.json").read_text())
-    assert [(o["arm"], o["seed"]) for o in rec["outcomes"]] == g.job_order(list(g.ARMS), 2, 2)
-    assert {o["status"] for o in rec["outcomes"]} == {"completed"}
+    assert {o["status"] for o in rec["outcomes"]} == {"completed"} and len(rec["outcomes"]) == 2 * (3 + 2)
     md = (report / "report.md").read_text()
-    for arm in g.ARMS:
-        assert f"| {arm} | 2 |" in md
-    for arm in ("tst-s6", "tst-s4-batchfold-fitted"):
-        # Δ: the mean over seeds of (arm − baseline) final validation loss, read from the runs themselves
-        deltas = [_final_val(work / "runs" / f"{arm}-seed{s}") - _final_val(work / "runs" / f"baseline-seed{s}")
-                  for s in (0, 1)]
+    curves = {}
+    for o in rec["outcomes"]:
+        if o["arm"] == "baseline":
+            summary = json.loads((work / "runs" / o["run"] / "summary.json").read_text())
+            curves.setdefault(o["seed"], []).append((summary["flops"], _final_val(work / "runs" / o["run"])))
+    from tst_train.experiments import compute
+    for arm in (FIRST, SECOND):
+        runs = {o["seed"]: work / "runs" / o["run"] for o in rec["outcomes"] if o["arm"] == arm}
+        tst = {s: (json.loads((d / "summary.json").read_text())["flops"], _final_val(d)) for s, d in runs.items()}
+        # the speed-up, recomputed from the runs themselves, and Δ against the 1x baseline of the same seed
+        assert rec["arms"][arm]["speedup"]["value"] == pytest.approx(compute.speedup_over_seeds(curves, tst)["value"])
+        one_x = {s: min(c)[1] for s, c in curves.items()}
+        deltas = [tst[s][1] - one_x[s] for s in (0, 1)]
         assert rec["arms"][arm]["delta_val_loss"]["mean"] == pytest.approx(sum(deltas) / 2, abs=1e-9)
-        assert rec["arms"][arm]["delta_val_loss"]["ci95"] is not None
-        assert (report / arm / "report.md").is_file() and (report / arm / "val_loss_vs_steps.png").is_file()
-        assert f"{arm}/report.md" in md
+        assert f"- {arm}: the baseline needs" in md
+    assert (report / "loss_vs_flops.png").is_file() and "Measured bf16 matmul peak" in md
     # the record is compact: evaluation curves and configs, no checkpoints or full metrics
     assert not list(report.rglob("checkpoints")) and not list(report.rglob("metrics.jsonl"))
-    assert len(list((report / "tst-s6" / "runs").glob("*-s6-r0.3-uniform-seed1/evals.jsonl"))) == 1
+    assert len(list(report.glob("runs/*/evals.jsonl"))) == 10
 
 
 def test_smoke_data_tokens_and_epochs_match_hand_computation(smoke):
@@ -81,16 +95,17 @@ def test_smoke_data_tokens_and_epochs_match_hand_computation(smoke):
     train_tokens = json.loads((work / "data" / "meta.json").read_text())["splits"]["train"]["tokens"]
     positions = SMOKE_STEPS * SMOKE_ROWS * SMOKE_LEN
     superposition_steps = round(0.3 * SMOKE_STEPS)  # r = 0.3 → steps 0..6
-    for arm, s in (("baseline", 1), ("tst-s6", 6), ("tst-s4-batchfold-fitted", 4)):
+    for arm, s in (("baseline", 1), (SECOND, 6), (FIRST, 4)):
         tokens = positions if s == 1 else (superposition_steps * s + SMOKE_STEPS - superposition_steps) * SMOKE_ROWS * SMOKE_LEN
-        assert rec["arms"][arm]["data_tokens"] == tokens
-        assert rec["arms"][arm]["epochs"] == pytest.approx(tokens / train_tokens)
+        assert rec["arms"][arm]["throughput"]["data_tokens"] == tokens
+        assert rec["arms"][arm]["throughput"]["epochs"] == pytest.approx(tokens / train_tokens)
     assert not rec["data_repeats"]
-    # the third arm trains with the batch fold and bag weights fitted to the smoke corpus, its baseline with neither
+    # the first arm trains with the batch fold and bag weights fitted to the smoke corpus, the baseline with neither
     from tst_train.rundir import read_config
-    fitted = read_config(work / "runs" / "tst-s4-batchfold-fitted-seed0")
-    assert (fitted.tst.fold, fitted.tst.weights) == ("batch", "fitted")
-    assert read_config(work / "runs" / "baseline-seed0").tst.weights == "uniform"
+    (fitted,) = [o["run"] for o in rec["outcomes"] if o["arm"] == FIRST and o["seed"] == 0]
+    assert (read_config(work / "runs" / fitted).tst.fold, read_config(work / "runs" / fitted).tst.weights) == ("batch", "fitted")
+    (base,) = [o["run"] for o in rec["outcomes"] if o["arm"] == "baseline" and o["seed"] == 0 and o["steps"] == SMOKE_STEPS]
+    assert read_config(work / "runs" / base).tst.weights == "uniform"
 
 
 def test_code_corpus_is_deduplicated_whole_files(smoke, g):
@@ -115,15 +130,15 @@ def test_budget_stops_the_run_in_flight_and_skips_the_rest(smoke, g, tmp_path, m
     monkeypatch.setattr(g, "preflight", lambda base, arm, settings, work, log: {"compile": False, "ok": True, "attempts": {}})
     settings = g.replace(g.SMOKE, budget_s=6.0, report_reserve_s=0.0, min_seeds=1, max_seeds=1)
     base = g.load_config(settings, [("train.steps", "1000000")])
-    code = g.run_experiment(settings, base, ["baseline", "tst-s6"], tmp_path / "report", work2, [], lambda *a: None,
+    code = g.run_experiment(settings, base, [SECOND], tmp_path / "report", work2, [], lambda *a: None,
                             command="test")
     assert code == 0
     rec = json.loads((tmp_path / "report" / "report.json").read_text())
-    first, second = rec["outcomes"]
-    assert first["status"] == "stopped" and first["seconds"] < 60
-    assert second == {"arm": "tst-s6", "seed": 0, "status": "skipped", "reason": "budget"}
+    trunk, *branches, tst = rec["outcomes"]
+    assert trunk["status"] == "stopped" and trunk["seconds"] < 60
+    assert [b["reason"] for b in branches] == ["trunk", "trunk"] and tst["reason"] == "budget"
     md = (tmp_path / "report" / "report.md").read_text()
-    assert "stopped by the budget after step" in md and "not started" in md and "No comparison completed." in md
+    assert "stopped by the budget after step" in md and "did not finish" in md and f"{SECOND}: no run completed" in md
 
 
 def test_a_failing_compile_falls_back_to_eager_and_a_failing_run_is_reported(smoke, g, tmp_path, monkeypatch):
@@ -134,7 +149,7 @@ def test_a_failing_compile_falls_back_to_eager_and_a_failing_run_is_reported(smo
     def flaky(cfg, run_dir, log):
         if cfg.train.compile:
             raise RuntimeError("simulated inductor failure")
-        if run_dir.name.startswith("tst-s4"):
+        if "fold-batch" in run_dir.name:
             raise RuntimeError("simulated crash")
         return real(cfg, run_dir, log)
 
@@ -146,12 +161,14 @@ def test_a_failing_compile_falls_back_to_eager_and_a_failing_run_is_reported(smo
     assert rec["preflight"]["compile"] is False and rec["preflight"]["ok"]
     assert rec["preflight"]["attempts"]["compile=True"]["status"] == "failed"
     status = {o["arm"]: o["status"] for o in rec["outcomes"]}
-    assert status == {"baseline": "completed", "tst-s6": "completed", "tst-s4-batchfold-fitted": "failed"}
-    assert "compile = false" in (work2 / "runs" / "tst-s6-seed0" / "config.toml").read_text()
-    assert (work2 / "runs" / "tst-s4-batchfold-fitted-seed0.error.txt").read_text().strip().endswith("simulated crash")
+    assert status == {"baseline": "completed", SECOND: "completed", FIRST: "failed"}
+    (s6,) = [o["run"] for o in rec["outcomes"] if o["arm"] == SECOND]
+    (s4,) = [o["run"] for o in rec["outcomes"] if o["arm"] == FIRST]
+    assert "compile = false" in (work2 / "runs" / s6 / "config.toml").read_text()
+    assert (work2 / "runs" / f"{s4}.error.txt").read_text().strip().endswith("simulated crash")
     md = (tmp_path / "report" / "report.md").read_text()
     assert "simulated crash" in md and "torch.compile False (asked: True)" in md
-    assert rec["arms"]["tst-s6"]["delta_val_loss"]["n"] == 1
+    assert rec["arms"][SECOND]["delta_val_loss"]["n"] == 1
 
 
 def test_a_failing_preflight_trains_nothing_and_says_why(smoke, g, tmp_path, monkeypatch):
@@ -173,7 +190,7 @@ def test_a_failing_preflight_trains_nothing_and_says_why(smoke, g, tmp_path, mon
 
 
 def test_bad_arguments_are_one_line_errors(g, tmp_path, capsys):
-    assert g.main(["--smoke", "--arms", "tst-s6,baseline", "--out", str(tmp_path / "r")]) == 2
+    assert g.main(["--smoke", "--arms", "tst-s6,baseline", "--out", str(tmp_path / "r")]) == 2  # not arm names
     assert g.main(["--smoke", "--train.stepz=3", "--out", str(tmp_path / "r")]) == 2
     err = capsys.readouterr().err.splitlines()
     assert len(err) == 2 and all(line.startswith("error: ") for line in err)
@@ -183,8 +200,9 @@ def test_bad_arguments_are_one_line_errors(g, tmp_path, capsys):
 def test_the_optional_variant_arms_are_valid_configs(g, tmp_path):
     """Every optional arm (the variants of "Beyond the paper") builds a valid config on the H200 settings."""
     base = g.load_config(g.FULL, [])
-    for arm, overrides in g.OPTIONAL_ARMS.items():
-        cfg = g.arm_config(base, arm, 0, tmp_path)
+    assert len(g.arm_table(base)) == len(g.TST_ARMS) + len(g.OPTIONAL_ARMS)  # every arm has its own name
+    for arm, overrides in g.arm_table(base).items():
+        cfg = g.arm_config(base, overrides, 0, tmp_path)
         for key, value in overrides.items():
             section, name = key.split(".")
             assert getattr(getattr(cfg, section), name) == value, (arm, key)

@@ -23,7 +23,17 @@ from ..errors import UserError
 from ..metrics import read_metrics
 from . import analysis, stats
 from .arms import Job, check_jobs, run_arms
-from .names import run_name, shape_name
+from .names import VARIANT_DEFAULTS, run_name, shape_name
+
+
+def baseline_of(cfg: Config) -> Config:
+    """The baseline a TST config is compared with: the same settings in baseline mode, with none of TST's
+    options (fold, bagging, loss, transition, weighting) — the paper's baseline."""
+    base = copy.deepcopy(cfg)
+    base.tst.mode, base.tst.weights = "baseline", "uniform"
+    for k, default in VARIANT_DEFAULTS.items():
+        setattr(base.tst, k, default)
+    return base.validate()
 
 
 def decay_start(cfg: Config, steps: int) -> int:

@@ -38,7 +38,7 @@ from ..model import scaled_shape
 from . import compute, stats
 from .arms import check_jobs, run_arms
 from .compute import Point
-from .curve import curve_chain, final_point, seed_curves, summarize_curve
+from .curve import baseline_of, curve_chain, final_point, seed_curves, summarize_curve
 from .names import VARIANT_DEFAULTS, run_name, shape_name
 
 # The shared settings (equal to configs/demo_cpu.toml, a test checks); evaluation only at the phase boundary
@@ -62,11 +62,7 @@ def demo_configs(cfg: Config) -> tuple[Config, Config]:
     shape = scaled_shape(DEMO_WIDTH)
     tst_cfg.model.dim, tst_cfg.model.n_heads, tst_cfg.model.n_kv_heads = shape["dim"], shape["n_heads"], shape["n_kv_heads"]
     tst_cfg.model.ffn_dim, tst_cfg.model.n_layers = shape["ffn_dim"], DEMO_LAYERS
-    base = copy.deepcopy(tst_cfg)
-    base.tst.mode, base.tst.weights = "baseline", "uniform"
-    for k, default in VARIANT_DEFAULTS.items():
-        setattr(base.tst, k, default)
-    return base.validate(), tst_cfg.validate()
+    return baseline_of(tst_cfg), tst_cfg.validate()
 
 
 def budgets(cfg: Config) -> list[int]:
