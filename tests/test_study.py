@@ -6,7 +6,7 @@ import math
 import pytest
 
 
-from tst_train.experiments import stats, study
+from tst_train.experiments import report, stats, study
 from tst_train.experiments.study import RunInfo
 
 
@@ -50,7 +50,7 @@ def test_one_seed_gives_a_crossover_without_an_interval_and_flags_extrapolation(
     (t,) = study.width_trends(rows)
     assert t["crossover_width"] == pytest.approx(32.0) and t["crossover_ci95"] is None
     assert t["crossover_extrapolated"] is True
-    md = study.format_study({"groups": rows, "width_trends": [t], "frontier": [], "against_frontier": []}, [])
+    md = report.format_study({"groups": rows, "width_trends": [t], "frontier": [], "against_frontier": []}, [])
     assert "| 32 (no interval: one seed at some width), extrapolated beyond the measured d64–d128 |" in md
     (inside,) = study.width_trends(study.group_deltas(pool(lambda d: 0.7 - 0.1 * math.log2(d))))
     assert inside["crossover_width"] == pytest.approx(128.0) and inside["crossover_extrapolated"] is False
@@ -102,5 +102,5 @@ def test_tst_is_held_against_the_best_baseline_at_no_more_flops():
     assert (by[512]["best_baseline"]["dim"], by[512]["delta"]["mean"]) == (128, pytest.approx(4.75 - 4.59))
     assert by[128]["best_baseline"]["dim"] == 128  # nothing cheaper: its own baseline
     assert by[128]["delta"]["mean"] == pytest.approx(4.85 - 4.59)
-    assert "TST against the baseline frontier" in study.format_study(
+    assert "TST against the baseline frontier" in report.format_study(
         {"groups": rows, "width_trends": [], "frontier": [], "against_frontier": study.against_frontier(rows)}, [])

@@ -33,7 +33,6 @@ from .. import rundir
 from ..config import Config
 from ..data.layout import check_data_dir
 from ..errors import UserError
-from ..metrics import read_metrics
 from ..model import scaled_shape
 from . import compute, stats
 from .arms import check_jobs, run_arms
@@ -170,37 +169,12 @@ def headline(result: dict) -> str:
 
 # ---------------------------------------------------------------------------------- the report
 def write_demo_report(out: Path, result: dict, seconds: float, cfg: Config, shipped: list[Point], note: str) -> list[str]:
-    """``demo.json``, ``demo.md`` and its two figures in ``out``; returns the verdict lines."""
-    from .report import curve_series, machine_description, plot_loss_vs_flops, plot_loss_vs_step
+    """``demo.json``, and ``demo.md`` with its two figures (``report.write_demo_md``), in ``out``; returns the
+    verdict lines."""
+    from .report import write_demo_md
     lines = verdict(result)
-    t = result["tst"]
-    series = [{"label": f"other baselines ({len(shipped)} points: shipped records)", "color": "#9ecae1", "marker": "o",
-               "size": 3, "points": [(p.flops, p.loss, stats.mean_ci(p.losses)["ci95"], p.name.split(" lr")[0]
-                                      + f" {p.meta.get('steps', '')}") for p in shipped]}] if shipped else []
-    frontier = compute.frontier(shipped + [Point("", p["flops"], tuple(v["loss"] for v in p["per_seed"].values()))
-                                           for p in result["curve"]["points"] if p["per_seed"]])
-    series += [{"label": "frontier: best baseline at no more FLOPs", "color": "#3182bd", "marker": "", "line": True,
-                "points": [(p.flops, p.loss, None, None) for p in frontier]},
-               curve_series(result["curve"], f"{result['curve']['shape']} baseline curve (measured here)", "#444444"),
-               {"label": f"TST {result['curve']['shape']} (measured here)", "color": "#d62728", "marker": "s", "size": 7,
-                "points": [(t["flops"], t["loss"]["mean"], t["loss"].get("ci95"), "TST")]}]
-    fig1 = plot_loss_vs_flops(out, series, "demo.png", "Validation loss against compute: TST, its baseline's curve "
-                              "and the frontier")
-    runs = [(result["curve"]["points"][0]["per_seed"], "baseline (branch of the 1.5× run)", "#444444"),
-            (t["per_seed"], "TST", "#d62728")]
-    fig2 = plot_loss_vs_step(out, [(label, color, [read_metrics(out / "runs" / v["run"]) for v in per.values()])
-                                   for per, label, color in runs], "loss_vs_step.png")
     rundir.write_json(out / "demo.json", result | {"seconds": seconds, "shipped_note": note})
-    md = ["# `tst demo`: how much compute TST saves, and where it stands", "", f"**{lines[0]}**", ""]
-    md += [f"- {line}" for line in lines[1:]]
-    md += ["", "## What ran", "", describe(cfg, result["seeds"]) + f" Time: {seconds / 60:.1f} min. "
-           f"Machine: {machine_description()}.", "", f"Baselines beyond this run: {note}.", "",
-           "Definitions (`tst_train/experiments/compute.py`): the compute curve is monotone and interpolated linearly "
-           "in log FLOPs; beyond it the speed-up is a bound, never an extrapolation; the frontier is the best "
-           "baseline over every shape, learning rate and step budget at no more FLOPs, and \"on the frontier\" needs "
-           "the Welch 95 % interval below zero.", "",
-           f"![loss against compute]({fig1})", "", f"![loss against step]({fig2})", ""]
-    (out / "demo.md").write_text("\n".join(md))
+    write_demo_md(out, lines, result, describe(cfg, result["seeds"]) + f" Time: {seconds / 60:.1f} min.", note, shipped)
     return lines
 
 

@@ -1,11 +1,15 @@
-"""Plots and the report of a comparison, made from the run records alone (the trainer never plots).
+"""Every experiment command's report and plots, made from the run records alone (the trainer never plots):
+Markdown (rendered to HTML by the ``markdown`` library) and matplotlib figures.
 
-Writes ``val_loss_vs_steps.png``, ``val_loss_vs_data_tokens.png``, ``val_loss_vs_wall_clock.png``,
-``train_loss.png``, ``report.md`` and a standalone ``report.html`` (images embedded).
+    compare  report.md / report.html with val_loss_vs_steps, _vs_data_tokens, _vs_wall_clock and train_loss
+    curve    curve.md with curve.png (loss against FLOPs)
+    demo     demo.md with demo.png (loss against FLOPs: curve, TST, frontier) and loss_vs_step.png
+    study    study.md with delta_vs_width.png and frontier.png;  sweep: its table and heatmaps
 """
 from __future__ import annotations
 
 import base64
+import math
 import platform
 from pathlib import Path
 
@@ -398,3 +402,190 @@ def plot_loss_vs_step(out: Path, series: list[tuple[str, str, list[list[dict]]]]
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
     return save_figure(fig, out, fname)
+
+
+def write_demo_md(out: Path, lines: list[str], result: dict, what_ran: str, note: str, shipped: list) -> None:
+    """``demo.md``: the verdict lines (the first is the headline), what ran, and two figures — loss against
+    compute (TST, its baseline's curve, the shipped baselines and the frontier) and loss against step."""
+    from .compute import Point, frontier
+    t = result["tst"]
+    measured = [Point(f"{result['curve']['shape']} {p['steps']}", p["flops"], tuple(v["loss"] for v in p["per_seed"].values()))
+                for p in result["curve"]["points"] if p["per_seed"]]
+    front = frontier(list(shipped) + measured)
+    series = [{"label": f"other baselines ({len(shipped)}: shipped records)", "color": "#9ecae1", "marker": "o",
+               "size": 3, "points": [(p.flops, p.loss, None, None) for p in shipped]}] if shipped else []
+    series += [{"label": "frontier: best baseline at no more FLOPs", "color": "#3182bd", "marker": "o", "line": True,
+                "size": 4, "points": [(p.flops, p.loss, None, p.name.split(" lr")[0] + (f", {p.meta['steps']:,} steps"
+                                                                                    if "steps" in p.meta else ""))
+                                      for p in front]},
+               curve_series(result["curve"], f"{result['curve']['shape']} baseline curve (measured here)", "#444444"),
+               {"label": f"TST {result['curve']['shape']} (measured here)", "color": "#d62728", "marker": "s", "size": 7,
+                "points": [(t["flops"], t["loss"]["mean"], t["loss"].get("ci95"), "TST")]}]
+    fig1 = plot_loss_vs_flops(out, series, "demo.png", "Validation loss against compute: TST, its baseline's curve "
+                              "and the frontier")
+    runs = [(result["curve"]["points"][0]["per_seed"], "baseline (branch of the 1.5× run)", "#444444"),
+            (t["per_seed"], "TST", "#d62728")]
+    fig2 = plot_loss_vs_step(out, [(label, color, [read_metrics(out / "runs" / v["run"]) for v in per.values()])
+                                   for per, label, color in runs], "loss_vs_step.png")
+    md = ["# `tst demo`: how much compute TST saves, and where it stands", "", f"**{lines[0]}**", ""]
+    md += [f"- {line}" for line in lines[1:]]
+    md += ["", "## What ran", "", f"{what_ran} Machine: {machine_description()}.", "",
+           f"Baselines beyond this run: {note}.", "",
+           "Definitions (`tst_train/experiments/compute.py`): the compute curve is monotone and interpolated linearly "
+           "in log FLOPs; beyond it the speed-up is a bound, never an extrapolation; the frontier is the best "
+           "baseline over every shape, learning rate and step budget at no more FLOPs, and \"on the frontier\" needs "
+           "the Welch 95 % interval below zero.", "",
+           f"![loss against compute]({fig1})", "", f"![loss against step]({fig2})", ""]
+    (out / "demo.md").write_text("\n".join(md))
+
+
+# ---------------------------------------------------------------------------------- the study and the sweep
+def format_study(result: dict, plots: list[str]) -> str:
+    md = ["# Where TST pays: width, depth and the compute frontier", "",
+          "Δ = TST − baseline final validation loss (next-token CE on held-out data) at equal FLOPs, paired by "
+          "seed; brackets are 95 % intervals. Δ < 0: TST is better.", ""]
+    if result.get("against_frontier"):
+        md += ["## TST against the baseline frontier", "",
+               "Each TST group against the best baseline group that cost the same or fewer total FLOPs (any shape, "
+               "lr or step count in this pool — the frontier is only as good as the shapes and budgets tried); "
+               "Welch interval. \"On the frontier\" only where the whole interval lies below zero.", "",
+               "| TST group | FLOPs | loss | best baseline at ≤ its FLOPs | FLOPs | loss | Δ | verdict |",
+               "|---|---|---|---|---|---|---|---|"]
+        for a in result["against_frontier"]:
+            b = a["best_baseline"]
+            md.append(f"| d{a['dim']}/L{a['n_layers']} lr {a['lr']:g}, {a['steps']} steps, {a['arm']} | {a['flops']:.2e} | "
+                      f"{stats.fmt(a['loss'], signed=False)} | d{b['dim']}/L{b['n_layers']} lr {b['lr']:g}, {b['steps']} steps | "
+                      f"{b['flops']:.2e} | {stats.fmt(b['loss'], signed=False)} | {stats.fmt(a['delta'])} | {a['verdict']} |")
+        md.append("")
+    if result["width_trends"]:
+        md += ["## Δ against width", "", "| depth | lr | steps | TST cell | widths | Δ per width | trend per doubling | "
+               "crossover width [95 % bootstrap] |", "|---|---|---|---|---|---|---|---|"]
+        for t in result["width_trends"]:
+            per = "; ".join(f"d{w}: {stats.fmt(d)}" for w, d in zip(t["widths"], t["delta"]))
+            slope = f"{t['slope_per_doubling']:+.3f}" if "slope_per_doubling" in t else "n/a"
+            cross = t.get("crossover_width")
+            cross_txt = "none (Δ does not fall with width)" if cross is None else f"{cross:.0f}"
+            if cross is not None and t.get("crossover_ci95"):
+                cross_txt += f" [{t['crossover_ci95'][0]:.0f}, {t['crossover_ci95'][1]:.0f}]"
+            elif cross is not None and t.get("crossover_found_in") is None:
+                cross_txt += " (no interval: one seed at some width)"
+            elif cross is not None:
+                cross_txt += f" (interval undefined: {100 * (1 - t['crossover_found_in']):.0f}% of resamples find no crossover)"
+            if t.get("crossover_extrapolated"):
+                cross_txt += f", extrapolated beyond the measured d{min(t['widths'])}–d{max(t['widths'])}"
+            md.append(f"| {t['n_layers']} | {t['lr']:g} | {t['steps']} | {t['arm']} | {', '.join(map(str, t['widths']))} | "
+                      f"{per} | {slope} | {cross_txt} |")
+        md.append("")
+    md += ["## Every group", "", "| width | depth | lr | steps | FLOPs/position | TST cell | seeds | baseline | TST | Δ |",
+           "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in result["groups"]:
+        md.append(f"| {r['dim']} | {r['n_layers']} | {r['lr']:g} | {r['steps']} | {r['flops_per_position'] / 1e6:.1f} M | "
+                  f"{r['arm']} | {len(r['seeds'])} | {stats.fmt(r['baseline'], signed=False)} | {stats.fmt(r['tst'], signed=False)} | "
+                  f"{stats.fmt(r['delta'])} |")
+    md += [""] + [f"![{p}]({p})" for p in plots]
+    return "\n".join(md) + "\n"
+
+
+def plot_width(out: Path, result: dict) -> str | None:
+    trends = result["width_trends"]
+    if not trends:
+        return None
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    for t in trends:
+        xs = t["widths"]
+        ys = [d["mean"] for d in t["delta"]]
+        err = [[d["mean"] - d["ci95"][0] for d in t["delta"]], [d["ci95"][1] - d["mean"] for d in t["delta"]]] \
+            if all(d.get("ci95") for d in t["delta"]) else None
+        label = f"L={t['n_layers']}, lr {t['lr']:g}, {t['steps']} steps, {t['arm']}"
+        line = ax.errorbar(xs, ys, yerr=err, marker="o", capsize=3, label=label)
+        if "slope_per_doubling" in t:
+            lo, hi = math.log2(min(xs)) - 0.5, math.log2(max(xs)) + 1.5
+            grid = [lo + (hi - lo) * i / 40 for i in range(41)]
+            ax.plot([2 ** g for g in grid], [t["intercept"] + t["slope_per_doubling"] * g for g in grid], ls="--",
+                    color=line[0].get_color(), alpha=0.6)
+    ax.axhline(0, color="k", lw=0.8)
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("model width d (log scale)")
+    ax.set_ylabel("Δ final val loss, TST − baseline (nats)")
+    ax.set_title("TST vs the equal-FLOPs baseline against width (95% CI; dashed: fitted trend)", fontsize=9)
+    ax.legend(fontsize=7)
+    return save_figure(fig, out, "delta_vs_width.png", dpi=120)
+
+
+def plot_frontier(out: Path, rows: list[dict]) -> str | None:
+    if len({(r["dim"], r["n_layers"]) for r in rows}) < 2:
+        return None
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    for which, marker, color in (("baseline", "o", "tab:blue"), ("tst", "s", "tab:red")):
+        pts = sorted({(r["flops"], r[which]["mean"], r["dim"], r["n_layers"], tuple(r[which].get("ci95") or ()))
+                      for r in rows if r[which]["mean"]})
+        # a shared baseline appears in several rows: the set keeps one point per (FLOPs, loss, shape)
+        err = [[y - ci[0] if ci else 0 for _, y, _, _, ci in pts], [ci[1] - y if ci else 0 for _, y, _, _, ci in pts]]
+        ax.errorbar([p[0] for p in pts], [p[1] for p in pts], yerr=err, fmt=marker, color=color, label=which,
+                    markersize=4.5, capsize=2, elinewidth=0.8)
+        for f, y, d, n, _ in pts:
+            ax.annotate(f"{d}/{n}", (f, y), fontsize=6, xytext=(3, 2), textcoords="offset points", color=color)
+        env, best = [], math.inf
+        for f, y, *_ in pts:
+            if y < best:
+                best = y
+                env.append((f, y))
+        ax.step([p[0] for p in env], [p[1] for p in env], where="post", color=color, alpha=0.5)
+    ax.set_xscale("log")
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+    # a short log axis: label 1, 2 and 5 of each decade (matplotlib's own minor labels overlap)
+    ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1, 2, 5)))
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: f"{x:.0e}".replace("e+", "e")))
+    ax.xaxis.set_minor_formatter(NullFormatter())
+    ax.set_xlabel("total training FLOPs (positions × FLOPs/position)")
+    ax.set_ylabel("final validation loss (mean over seeds, 95% CI)")
+    ax.set_title("Compute frontier: every shape (width/depth), baseline vs TST; line: best at ≤ these FLOPs", fontsize=9)
+    ax.legend(fontsize=8)
+    return save_figure(fig, out, "frontier.png", dpi=120)
+
+
+def format_sweep_table(result: dict) -> str:
+    lines = ["| group | weighting | bag size | superposition frac | baseline final val loss | final val loss | "
+             "Δ vs baseline (95% CI) | steps to the baseline's final loss (ratio) |", "|---|---|---|---|---|---|---|---|"]
+    for c in result["cells"]:
+        f, d, sp, bl = c["final_val_loss"], c["delta_val_loss"], c["steps_ratio"], c["baseline_final_val_loss"]
+        fv = "n/a" if f["mean"] is None else f"{f['mean']:.4f}"
+        bv = "n/a" if bl["mean"] is None else f"{bl['mean']:.4f}"
+        dv = "n/a" if d["mean"] is None else f"{d['mean']:+.4f}" + (
+            f" [{d['ci95'][0]:+.4f}, {d['ci95'][1]:+.4f}]" if d.get("ci95") else "")
+        n = f["n"]
+        sv = "never reached" if sp["mean"] is None else f"{sp['mean']:.2f}×"
+        weighting = c["weights"] + (f" +{c['variant']}" if c.get("variant") else "")
+        lines.append(f"| {c['group'] or '—'} | {weighting} | {c['bag_size']} | {c['superposition_frac']:g} | {bv} | "
+                     f"{fv} | {dv} | {sv} ({c['ratio_reached']}/{n} seeds) |")
+    return "\n".join(lines)
+
+
+def plot_heatmaps(out: Path, result: dict, bags, fracs, weightings) -> list[tuple[str, str]]:
+    import numpy as np
+
+    from .report import pyplot, save_figure
+    plt = pyplot()
+    files = []
+    for w in weightings:
+        grid = np.full((len(fracs), len(bags)), np.nan)
+        for c in result["cells"]:
+            if c["weights"] == w and c["delta_val_loss"]["mean"] is not None:
+                grid[fracs.index(c["superposition_frac"]), bags.index(c["bag_size"])] = c["delta_val_loss"]["mean"]
+        fig, ax = plt.subplots(figsize=(1.2 + 1.1 * len(bags), 1.2 + 0.8 * len(fracs)))
+        lim = np.nanmax(np.abs(grid)) if np.isfinite(grid).any() else 1.0
+        im = ax.imshow(grid, cmap="RdBu_r", vmin=-lim, vmax=lim, aspect="auto")
+        for i in range(len(fracs)):
+            for j in range(len(bags)):
+                if np.isfinite(grid[i, j]):
+                    ax.text(j, i, f"{grid[i, j]:+.3f}", ha="center", va="center", fontsize=8)
+        ax.set_xticks(range(len(bags)), [str(b) for b in bags])
+        ax.set_yticks(range(len(fracs)), [f"{f:g}" for f in fracs])
+        ax.set_xlabel("bag size s")
+        ax.set_ylabel("superposition fraction r")
+        ax.set_title(f"Δ final val loss vs baseline ({w})", fontsize=9)
+        fig.colorbar(im, ax=ax)
+        files.append((w, save_figure(fig, out, f"heatmap_{w}.png")))
+    return files

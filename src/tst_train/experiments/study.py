@@ -24,7 +24,6 @@ from pathlib import Path
 from .. import rundir
 from ..metrics import read_metrics
 from . import analysis, compute, names, stats
-from .report import pyplot, save_figure
 
 BOOTSTRAP = 2000
 
@@ -201,113 +200,10 @@ def study_report(out: Path, log=print) -> dict | None:
         return None
     result = {"groups": rows, "width_trends": width_trends(rows), "against_frontier": against_frontier(rows)}
     rundir.write_json(out / "study.json", result)
+    from .report import format_study, plot_frontier, plot_width
     plots = [p for p in (plot_width(out, result), plot_frontier(out, rows)) if p]
     (out / "study.md").write_text(format_study(result, plots))
     log(f"study report: {out / 'study.md'}")
     return result
 
 
-def format_study(result: dict, plots: list[str]) -> str:
-    md = ["# Where TST pays: width, depth and the compute frontier", "",
-          "Δ = TST − baseline final validation loss (next-token CE on held-out data) at equal FLOPs, paired by "
-          "seed; brackets are 95 % intervals. Δ < 0: TST is better.", ""]
-    if result.get("against_frontier"):
-        md += ["## TST against the baseline frontier", "",
-               "Each TST group against the best baseline group that cost the same or fewer total FLOPs (any shape, "
-               "lr or step count in this pool — the frontier is only as good as the shapes and budgets tried); "
-               "Welch interval. \"On the frontier\" only where the whole interval lies below zero.", "",
-               "| TST group | FLOPs | loss | best baseline at ≤ its FLOPs | FLOPs | loss | Δ | verdict |",
-               "|---|---|---|---|---|---|---|---|"]
-        for a in result["against_frontier"]:
-            b = a["best_baseline"]
-            md.append(f"| d{a['dim']}/L{a['n_layers']} lr {a['lr']:g}, {a['steps']} steps, {a['arm']} | {a['flops']:.2e} | "
-                      f"{stats.fmt(a['loss'], signed=False)} | d{b['dim']}/L{b['n_layers']} lr {b['lr']:g}, {b['steps']} steps | "
-                      f"{b['flops']:.2e} | {stats.fmt(b['loss'], signed=False)} | {stats.fmt(a['delta'])} | {a['verdict']} |")
-        md.append("")
-    if result["width_trends"]:
-        md += ["## Δ against width", "", "| depth | lr | steps | TST cell | widths | Δ per width | trend per doubling | "
-               "crossover width [95 % bootstrap] |", "|---|---|---|---|---|---|---|---|"]
-        for t in result["width_trends"]:
-            per = "; ".join(f"d{w}: {stats.fmt(d)}" for w, d in zip(t["widths"], t["delta"]))
-            slope = f"{t['slope_per_doubling']:+.3f}" if "slope_per_doubling" in t else "n/a"
-            cross = t.get("crossover_width")
-            cross_txt = "none (Δ does not fall with width)" if cross is None else f"{cross:.0f}"
-            if cross is not None and t.get("crossover_ci95"):
-                cross_txt += f" [{t['crossover_ci95'][0]:.0f}, {t['crossover_ci95'][1]:.0f}]"
-            elif cross is not None and t.get("crossover_found_in") is None:
-                cross_txt += " (no interval: one seed at some width)"
-            elif cross is not None:
-                cross_txt += f" (interval undefined: {100 * (1 - t['crossover_found_in']):.0f}% of resamples find no crossover)"
-            if t.get("crossover_extrapolated"):
-                cross_txt += f", extrapolated beyond the measured d{min(t['widths'])}–d{max(t['widths'])}"
-            md.append(f"| {t['n_layers']} | {t['lr']:g} | {t['steps']} | {t['arm']} | {', '.join(map(str, t['widths']))} | "
-                      f"{per} | {slope} | {cross_txt} |")
-        md.append("")
-    md += ["## Every group", "", "| width | depth | lr | steps | FLOPs/position | TST cell | seeds | baseline | TST | Δ |",
-           "|---|---|---|---|---|---|---|---|---|---|"]
-    for r in result["groups"]:
-        md.append(f"| {r['dim']} | {r['n_layers']} | {r['lr']:g} | {r['steps']} | {r['flops_per_position'] / 1e6:.1f} M | "
-                  f"{r['arm']} | {len(r['seeds'])} | {stats.fmt(r['baseline'], signed=False)} | {stats.fmt(r['tst'], signed=False)} | "
-                  f"{stats.fmt(r['delta'])} |")
-    md += [""] + [f"![{p}]({p})" for p in plots]
-    return "\n".join(md) + "\n"
-
-
-def plot_width(out: Path, result: dict) -> str | None:
-    trends = result["width_trends"]
-    if not trends:
-        return None
-    plt = pyplot()
-    fig, ax = plt.subplots(figsize=(6.4, 4.2))
-    for t in trends:
-        xs = t["widths"]
-        ys = [d["mean"] for d in t["delta"]]
-        err = [[d["mean"] - d["ci95"][0] for d in t["delta"]], [d["ci95"][1] - d["mean"] for d in t["delta"]]] \
-            if all(d.get("ci95") for d in t["delta"]) else None
-        label = f"L={t['n_layers']}, lr {t['lr']:g}, {t['steps']} steps, {t['arm']}"
-        line = ax.errorbar(xs, ys, yerr=err, marker="o", capsize=3, label=label)
-        if "slope_per_doubling" in t:
-            lo, hi = math.log2(min(xs)) - 0.5, math.log2(max(xs)) + 1.5
-            grid = [lo + (hi - lo) * i / 40 for i in range(41)]
-            ax.plot([2 ** g for g in grid], [t["intercept"] + t["slope_per_doubling"] * g for g in grid], ls="--",
-                    color=line[0].get_color(), alpha=0.6)
-    ax.axhline(0, color="k", lw=0.8)
-    ax.set_xscale("log", base=2)
-    ax.set_xlabel("model width d (log scale)")
-    ax.set_ylabel("Δ final val loss, TST − baseline (nats)")
-    ax.set_title("TST vs the equal-FLOPs baseline against width (95% CI; dashed: fitted trend)", fontsize=9)
-    ax.legend(fontsize=7)
-    return save_figure(fig, out, "delta_vs_width.png", dpi=120)
-
-
-def plot_frontier(out: Path, rows: list[dict]) -> str | None:
-    if len({(r["dim"], r["n_layers"]) for r in rows}) < 2:
-        return None
-    plt = pyplot()
-    fig, ax = plt.subplots(figsize=(6.4, 4.2))
-    for which, marker, color in (("baseline", "o", "tab:blue"), ("tst", "s", "tab:red")):
-        pts = sorted({(r["flops"], r[which]["mean"], r["dim"], r["n_layers"], tuple(r[which].get("ci95") or ()))
-                      for r in rows if r[which]["mean"]})
-        # a shared baseline appears in several rows: the set keeps one point per (FLOPs, loss, shape)
-        err = [[y - ci[0] if ci else 0 for _, y, _, _, ci in pts], [ci[1] - y if ci else 0 for _, y, _, _, ci in pts]]
-        ax.errorbar([p[0] for p in pts], [p[1] for p in pts], yerr=err, fmt=marker, color=color, label=which,
-                    markersize=4.5, capsize=2, elinewidth=0.8)
-        for f, y, d, n, _ in pts:
-            ax.annotate(f"{d}/{n}", (f, y), fontsize=6, xytext=(3, 2), textcoords="offset points", color=color)
-        env, best = [], math.inf
-        for f, y, *_ in pts:
-            if y < best:
-                best = y
-                env.append((f, y))
-        ax.step([p[0] for p in env], [p[1] for p in env], where="post", color=color, alpha=0.5)
-    ax.set_xscale("log")
-    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
-    # a short log axis: label 1, 2 and 5 of each decade (matplotlib's own minor labels overlap)
-    ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1, 2, 5)))
-    ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: f"{x:.0e}".replace("e+", "e")))
-    ax.xaxis.set_minor_formatter(NullFormatter())
-    ax.set_xlabel("total training FLOPs (positions × FLOPs/position)")
-    ax.set_ylabel("final validation loss (mean over seeds, 95% CI)")
-    ax.set_title("Compute frontier: every shape (width/depth), baseline vs TST; line: best at ≤ these FLOPs", fontsize=9)
-    ax.legend(fontsize=8)
-    return save_figure(fig, out, "frontier.png", dpi=120)

@@ -146,6 +146,7 @@ def write_sweep_report(out: Path, groups, group_cfgs, grid, seeds) -> dict:
     plots = []
     if len(groups) == 1 and not any(v for *_, v in grid):
         # the grid's own orders (it is weightings × bags × fracs, nested in the order given)
+        from .report import plot_heatmaps
         plots = plot_heatmaps(out, result, list(dict.fromkeys(b for _, b, _, _ in grid)),
                               list(dict.fromkeys(f for _, _, f, _ in grid)), list(dict.fromkeys(w for w, *_ in grid)))
     md = ["# TST sweep: final validation loss relative to the equal-FLOPs baseline", "",
@@ -202,50 +203,8 @@ def summarize_sweep(out: Path, groups, group_cfgs, grid, seeds) -> dict:
     result = {"baseline_final_val_loss": cells[0]["baseline_final_val_loss"] if cells else None, "cells": cells,
               "best": None if best is None else {k: best[k] for k in ("group", "bag_size", "superposition_frac", "weights")}
               | {"final_val_loss": best["final_val_loss"]["mean"], "delta_val_loss": best["delta_val_loss"]["mean"]}}
+    from .report import format_sweep_table
     result["table"] = format_sweep_table(result)
     return result
 
 
-def format_sweep_table(result: dict) -> str:
-    lines = ["| group | weighting | bag size | superposition frac | baseline final val loss | final val loss | "
-             "Δ vs baseline (95% CI) | steps to the baseline's final loss (ratio) |", "|---|---|---|---|---|---|---|---|"]
-    for c in result["cells"]:
-        f, d, sp, bl = c["final_val_loss"], c["delta_val_loss"], c["steps_ratio"], c["baseline_final_val_loss"]
-        fv = "n/a" if f["mean"] is None else f"{f['mean']:.4f}"
-        bv = "n/a" if bl["mean"] is None else f"{bl['mean']:.4f}"
-        dv = "n/a" if d["mean"] is None else f"{d['mean']:+.4f}" + (
-            f" [{d['ci95'][0]:+.4f}, {d['ci95'][1]:+.4f}]" if d.get("ci95") else "")
-        n = f["n"]
-        sv = "never reached" if sp["mean"] is None else f"{sp['mean']:.2f}×"
-        weighting = c["weights"] + (f" +{c['variant']}" if c.get("variant") else "")
-        lines.append(f"| {c['group'] or '—'} | {weighting} | {c['bag_size']} | {c['superposition_frac']:g} | {bv} | "
-                     f"{fv} | {dv} | {sv} ({c['ratio_reached']}/{n} seeds) |")
-    return "\n".join(lines)
-
-
-def plot_heatmaps(out: Path, result: dict, bags, fracs, weightings) -> list[tuple[str, str]]:
-    import numpy as np
-
-    from .report import pyplot, save_figure
-    plt = pyplot()
-    files = []
-    for w in weightings:
-        grid = np.full((len(fracs), len(bags)), np.nan)
-        for c in result["cells"]:
-            if c["weights"] == w and c["delta_val_loss"]["mean"] is not None:
-                grid[fracs.index(c["superposition_frac"]), bags.index(c["bag_size"])] = c["delta_val_loss"]["mean"]
-        fig, ax = plt.subplots(figsize=(1.2 + 1.1 * len(bags), 1.2 + 0.8 * len(fracs)))
-        lim = np.nanmax(np.abs(grid)) if np.isfinite(grid).any() else 1.0
-        im = ax.imshow(grid, cmap="RdBu_r", vmin=-lim, vmax=lim, aspect="auto")
-        for i in range(len(fracs)):
-            for j in range(len(bags)):
-                if np.isfinite(grid[i, j]):
-                    ax.text(j, i, f"{grid[i, j]:+.3f}", ha="center", va="center", fontsize=8)
-        ax.set_xticks(range(len(bags)), [str(b) for b in bags])
-        ax.set_yticks(range(len(fracs)), [f"{f:g}" for f in fracs])
-        ax.set_xlabel("bag size s")
-        ax.set_ylabel("superposition fraction r")
-        ax.set_title(f"Δ final val loss vs baseline ({w})", fontsize=9)
-        fig.colorbar(im, ax=ax)
-        files.append((w, save_figure(fig, out, f"heatmap_{w}.png")))
-    return files
