@@ -169,7 +169,8 @@ def sweep_command(argv: list[str]) -> int:
     from ..experiments.sweep import run_sweep
     result = run_sweep(base, out, bags, fracs, weightings, _seeds(args, base), n_parallel=n_parallel, **grid)
     print(result["table"])
-    print(f"\nbest cell: {result['best']}\nreport: {out / 'sweep.md'}")
+    from ..experiments.report import format_best
+    print(f"\n{format_best(result['best'])}\nreport: {out / 'sweep.md'}")
     return 0
 
 

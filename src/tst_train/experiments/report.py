@@ -226,7 +226,8 @@ def format_table(summary: dict) -> str:
     """The headline table, as markdown (printed at the end and put in the report); task scores, when
     the comparison scored tasks, in the last columns."""
     task_keys = [k for k in TASK_COLUMNS if any(k in a.get("tasks", {}) for a in summary["arms"].values())]
-    lines = ["| arm | final val loss (mean ± 95% CI) | Δ vs baseline (equal FLOPs) | steps to the baseline's final loss (ratio) | "
+    ci = " (mean, 95% CI)" if len(summary["seeds"]) > 1 else ""
+    lines = [f"| arm | final val loss{ci} | Δ vs baseline (equal FLOPs){ci} | steps to the baseline's final loss (ratio) | "
              "Δ vs baseline at equal data | data tokens | median step time (range over seeds) |"
              + "".join(f" {TASK_COLUMNS[k]} |" for k in task_keys),
              "|---|---|---|---|---|---|---|" + "---|" * len(task_keys)]
@@ -262,6 +263,16 @@ def overrides(config: dict) -> list[tuple[str, object, object]]:
     defaults = Config().to_dict()
     return [(f"{sec}.{k}", v, defaults[sec][k]) for sec, values in config.items() for k, v in values.items()
             if v != defaults[sec][k] and f"{sec}.{k}" not in _PER_ARM]
+
+
+def format_best(best: dict | None) -> str:
+    """The sweep's lowest-loss cell, as a sentence."""
+    if not best:
+        return "No cell has finished yet."
+    group = f" in group {best['group']}" if best.get("group") else ""
+    return (f"Lowest final validation loss: s = {best['bag_size']}, r = {best['superposition_frac']:g}, "
+            f"{best['weights']} weights{group} — {best['final_val_loss']:.4f}, Δ {best['delta_val_loss']:+.4f} "
+            "against its own baseline.")
 
 
 def format_overrides(config: dict) -> str:
@@ -548,7 +559,8 @@ def plot_frontier(out: Path, rows: list[dict]) -> str | None:
 
 def format_sweep_table(result: dict) -> str:
     lines = ["| group | weighting | bag size | superposition frac | baseline final val loss | final val loss | "
-             "Δ vs baseline (95% CI) | steps to the baseline's final loss (ratio) |", "|---|---|---|---|---|---|---|---|"]
+             f"Δ vs baseline{' (95% CI)' if any(c['final_val_loss']['n'] > 1 for c in result['cells']) else ''} | "
+             "steps to the baseline's final loss (ratio) |", "|---|---|---|---|---|---|---|---|"]
     for c in result["cells"]:
         f, d, sp, bl = c["final_val_loss"], c["delta_val_loss"], c["steps_ratio"], c["baseline_final_val_loss"]
         fv = "n/a" if f["mean"] is None else f"{f['mean']:.4f}"

@@ -149,9 +149,16 @@ def write_sweep_report(out: Path, groups, group_cfgs, grid, seeds) -> dict:
         from .report import plot_heatmaps
         plots = plot_heatmaps(out, result, list(dict.fromkeys(b for _, b, _, _ in grid)),
                               list(dict.fromkeys(f for _, _, f, _ in grid)), list(dict.fromkeys(w for w, *_ in grid)))
+    from .report import format_best, format_overrides, machine_description
+    base = group_cfgs[groups[0]]
+    setup = (f"Groups (shape, learning rate, budget): {', '.join(g.prefix() or 'the base config' for g in groups)}; "
+             f"{base.train.batch_size} rows × {base.train.seq_len} positions a step; data `{base.data.path}`; "
+             f"seeds {seeds}; machine: {machine_description()}. Settings that differ from the defaults:")
     md = ["# TST sweep: final validation loss relative to the equal-FLOPs baseline", "",
-          f"Seeds {seeds}. Δ < 0: the cell beats the baseline of its own shape, learning rate and budget.", "",
-          result["table"], "", f"Best cell: {result['best']}", ""] + [f"![{w}]({f})" for w, f in plots]
+          "Δ < 0: the cell beats the baseline of its own shape, learning rate and budget (equal steps, so equal FLOPs). "
+          "Whether any cell beats a smaller model trained longer is the study's question (study.md).", "",
+          "## Setup", "", setup, "", format_overrides(base.to_dict()), "", "## Cells", "",
+          result["table"], "", format_best(result["best"]), ""] + [f"![{w}]({f})" for w, f in plots]
     (out / "sweep.md").write_text("\n".join(md) + "\n")
     return result
 
