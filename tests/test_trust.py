@@ -354,3 +354,24 @@ def test_an_interrupted_overwrite_is_finished_by_the_rerun(tmp_path):
     _finish(str(work), str(out))
     assert (out / "meta.json").is_file() and not (out / "old.txt").exists()
     assert not stale.exists() and not work.exists()
+
+
+def test_wandb_without_a_login_is_one_line_before_anything_is_written(tiny_data, tmp_path, capsys, monkeypatch):
+    """A newcomer's `--log.wandb=true` with W&B installed but not logged in: one line, exit 2, no run directory."""
+    import sys
+    import types
+
+    from tst_train.cli import main
+    fake = types.ModuleType("wandb")
+    fake.api = types.SimpleNamespace(api_key=None)
+    monkeypatch.setitem(sys.modules, "wandb", fake)
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    out = tmp_path / "run"
+    code = main(["train", "--data", str(tiny_data), "--out", str(out), "--preset", "tiny", "--steps", "2",
+                 "--log.wandb=true", "--log.tensorboard=false"])
+    err = capsys.readouterr().err
+    assert code == 2 and "wandb login" in err and err.count("\n") == 1 and not out.exists()
+    monkeypatch.setenv("WANDB_MODE", "offline")  # logging locally needs no login
+    from tst_train.metrics import check_wandb
+    check_wandb(True)

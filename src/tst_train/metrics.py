@@ -12,6 +12,7 @@ import os
 from pathlib import Path
 
 from . import distributed
+from .errors import UserError
 
 METRICS_FILE = "metrics.jsonl"
 
@@ -78,6 +79,27 @@ def tensorboard_scalars(record: dict) -> dict[str, float]:
     return {f"train/{k}": v for k, v in numbers.items()}
 
 
+def check_wandb(enabled: bool) -> None:
+    """``--log.wandb=true`` on a machine where W&B cannot log is one line before anything is written — not a
+    traceback from inside the first step, with a half-made run directory left behind."""
+    if not enabled:
+        return
+    try:
+        import wandb
+    except ImportError:
+        raise UserError("--log.wandb=true needs the `wandb` package: pip install wandb (or drop the flag)") from None
+    if os.environ.get("WANDB_MODE", "").lower() in ("offline", "disabled", "dryrun") or os.environ.get("WANDB_API_KEY"):
+        return
+    key = None
+    try:
+        key = wandb.api.api_key
+    except Exception:  # an old or changed wandb: let wandb.init say what it needs
+        return
+    if not key:
+        raise UserError("--log.wandb=true: W&B has no login on this machine; run `wandb login`, or set "
+                        "WANDB_MODE=offline to log locally (sync later with `wandb sync`)")
+
+
 class MetricsWriter:
     def __init__(self, run_dir: Path, config: dict, tensorboard: bool, wandb: bool, wandb_project: str) -> None:
         self.enabled = distributed.is_main()
@@ -98,8 +120,9 @@ class MetricsWriter:
                 import wandb as wb
                 self._wandb = wb.init(project=wandb_project, config=config, dir=str(run_dir),
                                       name=run_dir.name, resume="allow")
-            except ImportError:
-                print("wandb is not installed; logging to metrics.jsonl and TensorBoard only")
+            except Exception as e:  # checked at start (check_wandb); a late failure must not cost the run
+                print(f"warning: W&B logging is off for this run ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); "
+                      "metrics.jsonl and TensorBoard still hold everything")
 
     def log(self, record: dict) -> None:
         if not self.enabled:

