@@ -24,6 +24,8 @@ def test_export_run_matches_our_logits(tiny_data, tmp_path, capsys):
     tokens = torch.randint(0, ours.tok_embeddings.num_embeddings, (2, 16))
     with torch.no_grad():
         torch.testing.assert_close(hf(tokens).logits, ours(tokens), atol=1e-5, rtol=1e-5)
+    # HF tools read the context the model was trained on, not the preset's ceiling
+    assert hf.config.max_position_embeddings == 16
     tok = transformers.AutoTokenizer.from_pretrained(out)
     assert tok.decode(tok.encode("It is a truth universally acknowledged")).endswith("acknowledged")
     capsys.readouterr()

@@ -9,6 +9,7 @@ module imports with torch alone.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -144,6 +145,9 @@ def export_run(run_dir: Path, out: Path, step: int | None = None, warn=None) -> 
     info = {"run": str(loaded.path.resolve()), "step": loaded.step, "total_steps": loaded.total_steps,
             "completed": loaded.completed, "train_seq_len": cfg.train.seq_len, "eval_tokens": cfg.eval.tokens, "tst_mode": cfg.tst.mode,
             "data_split": {k: (loaded.info["meta"] or {}).get(k) for k in ("sources", "seed", "val_fraction", "max_docs")}}
-    out = export_hf(loaded.model, loaded.model.config, out, tokenizer=to_hf(loaded.tokenizer),
+    # HF tools read max_position_embeddings as the context the model supports: the one it was trained on, not
+    # the preset's ceiling (lm-eval and generate would otherwise feed it contexts it never saw)
+    shape = dataclasses.replace(loaded.model.config, max_seq_len=min(loaded.model.config.max_seq_len, cfg.train.seq_len))
+    out = export_hf(loaded.model, shape, out, tokenizer=to_hf(loaded.tokenizer),
                     eos_id=loaded.tokenizer.eos_id, dtype=torch.float32, info=info)
     return out

@@ -43,8 +43,11 @@ def eval_command(argv: list[str]) -> int:
     if args.write_lm_eval_tasks:
         names = write_lm_eval_tasks(Path(args.write_lm_eval_tasks),
                                     positive_int(args.limit, "--limit") if args.limit else None)
-        print(f"wrote {', '.join(names)} to {args.write_lm_eval_tasks}; run: lm_eval --model hf --model_args "
-              f"pretrained=EXPORT_DIR --include_path {args.write_lm_eval_tasks} --tasks {','.join(names)}")
+        print(f"wrote {', '.join(names)} to {args.write_lm_eval_tasks}; run (offline, on a `tst export` directory; "
+              "SEQ_LEN is its tst_export.json's train_seq_len, the context it was trained on):\n"
+              f"  HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 lm_eval --model hf --model_args "
+              f"pretrained=EXPORT_DIR,dtype=float32,max_length=SEQ_LEN --include_path {args.write_lm_eval_tasks} "
+              f"--tasks {','.join(names)}")
         return 0
     if not args.model:
         raise UserError("no model: pass RUN_DIR, RUN_DIR:STEP or an HF directory (see `tst eval --help`)")
