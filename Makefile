@@ -1,5 +1,5 @@
 # Two entry points, both self-contained on a fresh machine:
-#   make demo   — the equal-FLOPs baseline-vs-TST experiment on the bundled corpus (CPU, <= 10 min)
+#   make demo   — how much compute TST saves at one shape, and where it stands against the frontier (CPU, <= 10 min)
 #   make test   — the test suite
 PYTHON ?= python3
 VENV   ?= .venv
