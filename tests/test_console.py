@@ -63,7 +63,9 @@ def test_every_option_has_help():
 
 
 def test_automatic_evaluation_interval():
-    cfg = Config()  # 16,384 tokens, 16 × 64 positions per step: 13 × 16 = 208 → 250
+    cfg = Config()  # 16,384 tokens, 16 × 64 positions per step: 13 × 16 = 208 → 250; but 200 steps get 4 points
+    assert auto_eval_every(cfg) == 50
+    cfg.train.steps = 10_000
     assert auto_eval_every(cfg) == 250
     cfg.train.batch_size, cfg.eval.tokens = 8, 32768  # 13 × 64 = 832 → 1000
     assert auto_eval_every(cfg) == 1000

@@ -343,6 +343,14 @@ def test_existing_out_dir_and_overwrite_and_failure_midway(tmp_path, docs, monke
     with pytest.raises(UserError, match="--overwrite"):
         prepare([src], out, vocab_size=300)
     assert os.listdir(out) == ["keep.txt"]
+    with pytest.raises(UserError, match="not a data folder"):  # --overwrite replaces only its own output
+        prepare([src], out, vocab_size=300, overwrite=True)
+    assert os.listdir(out) == ["keep.txt"]
+    with pytest.raises(UserError, match="lies inside"):  # an input inside --out would be deleted with it
+        prepare([str(out / "keep.txt")], out, vocab_size=300, overwrite=True)
+    (out / "keep.txt").unlink()
+    prepare([src], out, vocab_size=300, seed=1)  # ours now
+    before = sorted(os.listdir(out))
 
     def boom(*a, **k):
         raise RuntimeError("disk full")
@@ -350,7 +358,7 @@ def test_existing_out_dir_and_overwrite_and_failure_midway(tmp_path, docs, monke
     monkeypatch.setattr(shards_module, "encode_chunk", boom)
     with pytest.raises(RuntimeError):
         prepare([src], out, vocab_size=300, overwrite=True)
-    assert os.listdir(out) == ["keep.txt"]  # untouched
+    assert sorted(os.listdir(out)) == before  # untouched
     # the plan is kept for the rerun, and the user is told so
     assert sorted(os.listdir(tmp_path)) == ["d.jsonl", "data", "data.partial"]
     assert "rerun the same command to continue" in capsys.readouterr().err

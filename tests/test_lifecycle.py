@@ -130,6 +130,32 @@ def test_init_from_a_run_step_or_an_hf_directory(tiny_run, tiny_data, tmp_path, 
     assert first < logged_val(tiny_run, 12) + 0.3 < 6.0  # a random tiny model starts at ln(512) ≈ 6.2
 
 
+def test_continued_training_reads_only_tokens_its_source_never_saw(tiny_run, tiny_data, tmp_path, capsys):
+    """`--init-from RUN[:STEP]` or its export, on the same data folder, starts the stream where the source stood
+    (the plan says so); `--train.data_start=0` starts at the beginning, and another folder starts at 0."""
+    from tst_train.checkpoint import read_trainer_state
+    end = read_trainer_state(tiny_run / "checkpoints" / "step_0000012")["loader"]["position"]
+    mid = read_trainer_state(tiny_run / "checkpoints" / "step_0000006")["loader"]["position"]
+    assert 0 < mid < end
+    api.export(tiny_run, tmp_path / "hf")
+    flags = [f for f in TINY_RUN_FLAGS if f not in ("--steps", "12")] + ["--steps", "2", "--mode", "baseline"]
+    for name, source, start in (("run", str(tiny_run), end), ("step", f"{tiny_run}:6", mid),
+                                ("export", str(tmp_path / "hf"), end)):
+        run = tmp_path / name
+        assert main(["train", "--data", str(tiny_data), "--out", str(run), *flags, "--init-from", source]) == 0
+        printed = capsys.readouterr().out
+        assert f"the stream starts at token {start:,} (after the {start:,} tokens" in printed, printed
+        assert "nor any the source run saw" in printed
+        state = read_trainer_state(max((run / "checkpoints").iterdir()))
+        assert state["loader"]["position"] == start + 2 * 4 * 32  # two baseline steps of 4 rows x 32 tokens
+    assert main(["train", "--data", str(tiny_data), "--out", str(tmp_path / "zero"), *flags, "--init-from",
+                 str(tiny_run), "--train.data_start=0"]) == 0
+    assert "the stream starts" not in capsys.readouterr().out
+    assert main(["train", "--data", str(tiny_data), "--out", str(tmp_path / "far"), *flags,
+                 "--train.data_start=999999999"]) == 2
+    assert "past the" in capsys.readouterr().err and not (tmp_path / "far").exists()
+
+
 def test_init_from_refuses_another_architecture_or_tokenizer(tiny_run, tiny_data, tmp_path, capsys):
     flags = ["--steps", "2", "--log.progress=false", "--log.tensorboard=false", "--eval.tokens=256"]
     assert main(["train", "--data", str(tiny_data), "--out", str(tmp_path / "a"), "--init-from", str(tiny_run),
@@ -163,3 +189,24 @@ def test_python_api_round_trip(tiny_data, tmp_path):
     assert scores["tasks"]["wordnet"]["items"] == 3
     out = api.export(tmp_path / "run", tmp_path / "hf")
     assert (out / "model.safetensors").is_file()
+
+
+def test_a_finished_run_is_extended_by_a_branch_that_equals_a_run_planned_that_long(tiny_data, tmp_path, capsys):
+    """`--resume --steps N` on a finished run names the command that trains it to N steps without touching it: a
+    branch from its newest checkpoint before the old decay, which equals a run planned for N steps bit for bit."""
+    flags = ["--data", str(tiny_data), "--preset", "tiny", "--batch-size", "2", "--seq-len", "16", "--mode", "baseline",
+             "--eval-every", "0", "--eval.tokens=512", "--train.warmup_steps=2", "--train.threads=1",
+             "--log.progress=false", "--log.tensorboard=false", "--checkpoint-every", "4", "--checkpoint.keep=5"]
+    run = tmp_path / "run"
+    assert main(["train", *flags, "--out", str(run), "--steps", "20"]) == 0
+    capsys.readouterr()
+    assert main(["train", "--out", str(run), "--resume", "--steps", "30"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"--train.branch_from={run}:16" in err  # 16: the 20-step run's decay start
+    command = err.split("tst train ", 1)[1].split()
+    assert main(["train", *command]) == 0
+    assert main(["train", *flags, "--out", str(tmp_path / "planned"), "--steps", "30"]) == 0
+    final = {name: json.loads((tmp_path / name / "summary.json").read_text())["final_val_loss"]
+             for name in ("run-30", "planned")}
+    assert final["run-30"] == final["planned"]
+    assert json.loads((run / "summary.json").read_text())["steps"] == 20  # the finished run is untouched

@@ -205,6 +205,16 @@ def _decode_state(obj):
     return obj
 
 
+def read_trainer_state(path: Path) -> dict:
+    """The trainer state of checkpoint ``path`` (counters, data position), verified and read safely."""
+    verify(path)
+    try:
+        return _read_state(path)
+    except (pickle.UnpicklingError, RuntimeError, OSError, ValueError, KeyError, TypeError) as e:
+        raise UserError(f"checkpoint {path}: its trainer state could not be read ({type(e).__name__}: "
+                        f"{_reason(e)})") from None
+
+
 def _read_state(path: Path) -> dict:
     if (path / STATE_FILE).is_file():
         return _decode_state(json.loads((path / STATE_FILE).read_text()))
@@ -280,6 +290,10 @@ def check_compatible(saved: dict, current: dict, path: Path) -> None:
     compared (the run's settings come from its saved ``config.toml``, which resume checks separately).
     """
     keys = current if "config" in saved else [k for k in ("model", "data") if k in current]
+    if isinstance(saved.get("config"), dict):
+        # a field added since the checkpoint was written: that run trained with the field's default behaviour
+        from .config import Config
+        saved = saved | {"config": Config().numbers() | saved["config"]}
     diffs = [f"{k}: checkpoint {saved.get(k)!r} vs now {current[k]!r}" for k in keys if saved.get(k) != current[k]]
     if diffs:
         raise UserError(f"checkpoint {path} comes from an incompatible config ({'; '.join(diffs)}); "

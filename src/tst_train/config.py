@@ -149,6 +149,8 @@ class TrainSection:
     (a frozen or dead rank must not make the others wait forever)."""
     init_from: str = opt("")
     """Start from these weights instead of a random init: RUN_DIR[:STEP] or a Hugging Face Llama directory (same architecture; fresh optimizer and schedule)."""
+    data_start: str = opt("auto", check=Pattern(r"auto|\d+", "auto or a token position"))
+    """Where the training stream starts: `auto` continues after the tokens the `--init-from` run had consumed, when it trained on this same data folder (else at the start); a number starts at that token position."""
     branch_from: str = opt("", check=Pattern(r"(.+:\d+)?", "RUN_DIR:STEP"))
     """A cooldown branch: continue RUN_DIR's whole training state (weights, optimizer, data position) from its checkpoint at STEP, with this run's steps. Refused unless both runs have the same settings but `steps` and the same learning rate and phase at every step before STEP (`tst curve` makes such branches)."""
 
@@ -235,7 +237,8 @@ class Config:
 
 
 def auto_eval_every(cfg: Config) -> int:
-    """``eval.every`` itself, or for -1 the interval that keeps periodic evaluation near 5% of the training time.
+    """``eval.every`` itself, or for -1 the interval that keeps periodic evaluation near 5% of the training time —
+    but at least four evaluations a run, so a short run has a curve (there evaluation costs more than 5 %).
 
     One evaluation forwards ``eval.tokens`` positions; one step forwards and backwards ``batch_size ×
     seq_len``. Measured on the CPU, an evaluated token costs 0.6 of a trained position (forward only,
@@ -246,7 +249,9 @@ def auto_eval_every(cfg: Config) -> int:
         return cfg.eval.every
     steps = 13 * cfg.eval.tokens / (cfg.train.batch_size * cfg.train.seq_len)
     scale = 10 ** max(0, math.floor(math.log10(max(steps, 1))))
-    return int(next(m * scale for m in (1, 2, 2.5, 5, 10) if m * scale >= steps))
+    every = int(next(m * scale for m in (1, 2, 2.5, 5, 10) if m * scale >= steps))
+    # a short run still gets a curve: at least four evaluations, whatever they cost
+    return min(every, max(1, cfg.train.steps // 4))
 
 
 def iter_fields(cfg: Config):

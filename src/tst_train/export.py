@@ -142,7 +142,10 @@ def export_run(run_dir: Path, out: Path, step: int | None = None, warn=None) -> 
     if not loaded.completed and warn is not None:
         warn(f"warning: {loaded.path} is unfinished: exporting step {loaded.step} of {loaded.total_steps}")
     cfg = loaded.info["config"]
+    from .loading import consumed_position
     info = {"run": str(loaded.path.resolve()), "step": loaded.step, "total_steps": loaded.total_steps,
+            # where the run's training stream stood: a run continued from this export on the same data starts there
+            "data_path": cfg.data.path, "data_position": consumed_position(f"{run_dir}:{loaded.step}", cfg.data.path),
             "completed": loaded.completed, "train_seq_len": cfg.train.seq_len, "eval_tokens": cfg.eval.tokens, "tst_mode": cfg.tst.mode,
             "data_split": {k: (loaded.info["meta"] or {}).get(k) for k in ("sources", "seed", "val_fraction", "max_docs")}}
     # HF tools read max_position_embeddings as the context the model supports: the one it was trained on, not

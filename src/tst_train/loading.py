@@ -10,6 +10,7 @@ architecture our model holds). One code path serves ``eval``, ``generate``, ``ex
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -174,6 +175,46 @@ def absolute_source(source: str) -> str:
     """``RUN_DIR[:STEP]`` / ``HF_DIR`` with an absolute path (what a run directory records)."""
     path, step = split_source(source)
     return str(path.resolve()) + ("" if step is None else f":{step}")
+
+
+def consumed_position(source: str, data_dir: str) -> int | None:
+    """The training-stream position ``source`` (a run step) had reached on ``data_dir`` — where a continued run
+    starts so that it reads only tokens that run never saw; None for a Hugging Face directory or a run trained
+    on another data folder."""
+    from . import checkpoint, rundir
+    path, step = split_source(source)
+    if not rundir.is_run_dir(path):  # an export records where its run's stream stood
+        try:
+            info = json.loads((path / EXPORT_INFO_FILE).read_text())
+        except (OSError, ValueError):
+            return None
+        same = isinstance(info, dict) and isinstance(info.get("data_path"), str) and \
+            os.path.realpath(info["data_path"]) == os.path.realpath(data_dir)
+        pos = info.get("data_position") if same else None
+        return pos if isinstance(pos, int) and not isinstance(pos, bool) and pos >= 0 else None
+    if os.path.realpath(rundir.read_config(path).data.path) != os.path.realpath(data_dir):
+        return None
+    steps = checkpoint_steps(path)
+    ckpt = steps.get(step) if step is not None else checkpoint.latest_valid(path / "checkpoints")
+    if ckpt is None:
+        return None
+    loader = checkpoint.read_trainer_state(ckpt).get("loader") or {}
+    try:
+        return int(loader["position"])  # a position within the split's stream (it wraps at each epoch)
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+def data_start(cfg) -> tuple[int, str]:
+    """(token position where the run's stream starts, why): ``train.data_start`` resolved."""
+    t = cfg.train
+    if t.data_start != "auto":
+        return int(t.data_start), "--train.data_start"
+    if t.init_from:
+        pos = consumed_position(t.init_from, cfg.data.path)
+        if pos:
+            return pos, f"after the {pos:,} tokens {t.init_from} consumed"
+    return 0, ""
 
 
 def init_from(model: Transformer, source: str, data_dir: str) -> str:

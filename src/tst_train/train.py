@@ -122,6 +122,7 @@ def plan(cfg: Config, meta: dict) -> dict:
                 for start, end, p in schedule.phases)
     data_tokens = schedule.data_tokens(t.batch_size, t.seq_len)
     train_tokens = meta["splits"]["train"]["tokens"]
+    start, why = resolve_data_start(cfg, meta)
     phases = [{"phase": p.name, "steps": end - start, "first_step": start, "bag_size": p.bag_size,
                "target_bag_size": p.target_bag_size,
                "weights": p.weights if isinstance(p.weights, str) else [round(float(w), 6) for w in p.weights],
@@ -132,7 +133,8 @@ def plan(cfg: Config, meta: dict) -> dict:
         "transition_step": schedule.transition_step, "phases": phases,
         "positions": positions, "data_tokens": data_tokens, "flops_per_position": flops_pp,
         "flops": flops, "train_tokens_available": train_tokens,
-        "epochs": data_tokens / train_tokens, "data_repeats": data_tokens > train_tokens,
+        "epochs": data_tokens / train_tokens, "data_repeats": start + data_tokens > train_tokens,
+        "data_start": start, "data_start_reason": why,
         "eval_every": auto_eval_every(cfg), "eval_tokens": cfg.eval.tokens,
         **({"fitted_weights": _fit_record(cfg)} if cfg.tst.weights == "fitted" and schedule.transition_step else {}),
     }
@@ -156,10 +158,15 @@ def format_plan(p: dict) -> str:
     lines.append(f"validation: {every}at the phase boundary and at the end, on {p['eval_tokens']:,} held-out tokens")
     lines.append(f"data tokens needed: {p['data_tokens']:,} of {p['train_tokens_available']:,} available "
                  f"({p['epochs']:.2f} epochs)")
+    start = p.get("data_start", 0)
+    if start:
+        lines.append(f"data: the stream starts at token {start:,} ({p['data_start_reason']})")
     if p["data_repeats"]:
-        lines.append(f"WARNING: data repeats: the run reads the training split {p['epochs']:.2f} times")
+        lines.append(f"WARNING: data repeats: the run reads past the end of the training split "
+                     f"({(start + p['data_tokens']) / p['train_tokens_available']:.2f} epochs' worth from its start)")
     else:
-        lines.append("data: enough for a single epoch (no token is seen twice)")
+        lines.append("data: enough for a single epoch (no token is seen twice"
+                     + (", nor any the source run saw)" if start else ")"))
     return "\n".join(lines)
 
 
@@ -222,6 +229,10 @@ class Trainer:
             self._resume()
         elif t.branch_from:
             self._branch()
+        else:  # a continued run starts after the data its source consumed (train.data_start)
+            start = resolve_data_start(cfg, self.meta)[0]
+            if start:
+                self.loader.load_state_dict({"position": start, "epoch": 0, "tokens_consumed": 0})
 
     # ------------------------------------------------------------------ checkpoints
     def _resume(self) -> None:
@@ -398,6 +409,17 @@ class Trainer:
                 "params": self.model.num_params()}
 
 
+def resolve_data_start(cfg: Config, meta: dict) -> tuple[int, str]:
+    """(token position where the training stream starts, why) — ``train.data_start``, checked against the split."""
+    from .loading import data_start
+    start, why = data_start(cfg)
+    tokens = meta["splits"]["train"]["tokens"]
+    if start >= tokens:
+        raise UserError(f"--train.data_start: position {start:,} is past the {tokens:,} training tokens of "
+                        f"{cfg.data.path}" + (f" ({why})" if why else ""))
+    return start, why
+
+
 def split_branch(source: str) -> tuple[Path, int]:
     """``RUN_DIR:STEP`` → (run directory, step)."""
     path, _, step = source.rpartition(":")
@@ -423,6 +445,27 @@ def branch_mismatch(trunk: Config, branch: Config, step: int) -> str | None:
                     f"{lr_at(k, branch.train):g}, phase {pa.name} vs {pb.name}): branch at or before the trunk's "
                     f"decay start and phase boundary")
     return None
+
+
+def extension_hint(saved: Config, cfg: Config, out: Path) -> str:
+    """Why ``--resume --steps N`` does not retrain ``out`` in place, and the command that trains it to N steps: a
+    new run that branches from ``out``'s newest checkpoint where the two schedules still agree (before the old
+    decay), so it equals a run planned for N steps from the start — and ``out`` stays as it is."""
+    from .loading import checkpoint_steps
+    a, b = copy.deepcopy(saved), copy.deepcopy(cfg)
+    a.train.steps = b.train.steps
+    if numbers_differ(a, b):
+        return f"cannot change {', '.join(d.split(':')[0] for d in numbers_differ(a, b))} when resuming {out}"
+    usable = [k for k in sorted(checkpoint_steps(out)) if branch_mismatch(saved, cfg, k) is None]
+    decay = saved.train.steps - round(saved.train.decay_frac * saved.train.steps)
+    if not usable:
+        return (f"{out} was planned for {saved.train.steps:,} steps and keeps no checkpoint before its learning-rate "
+                f"decay (step {decay:,}) from which {cfg.train.steps:,} steps could continue; train runs you may "
+                f"extend with --checkpoint.keep_steps={decay}")
+    return (f"{out} was planned for {saved.train.steps:,} steps (its learning rate decays from step {decay:,}); "
+            f"to train it for {cfg.train.steps:,}, branch a new run from its checkpoint at step {usable[-1]:,}, where "
+            f"the schedules agree: tst train --config {out / rundir.CONFIG_FILE} --out {out}-{cfg.train.steps} "
+            f"--steps {cfg.train.steps} --train.branch_from={out}:{usable[-1]}")
 
 
 def run_training(cfg: Config, out: Path, resume: bool = False, show_plan: bool = True) -> dict:

@@ -22,6 +22,9 @@ def train_command(argv: list[str]) -> int:
     if args.resume:
         saved = rundir.read_config(out)
         cfg, _ = resolve_config(args, extra, base=rundir.read_config(out))  # the saved values, then today's flags
+        if cfg.train.steps != saved.train.steps:
+            from ..train import extension_hint
+            raise UserError(extension_hint(saved, cfg, out))
         rundir.check_resume_overrides(saved, cfg, out)
     else:
         cfg = resolve_config(args, extra)[0]

@@ -106,13 +106,34 @@ def _check_args(vocab_size, tokenizer, val_fraction, workers, max_docs, shard_to
         raise UserError(f"--shard-tokens {shard_tokens} must be a positive integer (e.g. 100000000)")
 
 
-def _check_out_dir(out_dir: str, overwrite: bool) -> None:
+def _check_out_dir(out_dir: str, overwrite: bool, inputs: list[str] = ()) -> None:
+    """``--out`` must be free, or (with ``--overwrite``) a data folder `tst prepare` made; an input inside it (or
+    inside its work folder) is refused: replacing the folder would delete what it reads."""
+    out = os.path.realpath(out_dir)
+    for i in inputs:
+        real = os.path.realpath(i)
+        for folder in (out, out + ".partial"):
+            if real == folder or real.startswith(folder + os.sep):
+                raise UserError(f"--input {i} lies inside {folder}, which `tst prepare` writes and replaces: "
+                                "move the input, or choose another --out")
     if os.path.exists(out_dir):
         if not os.path.isdir(out_dir):
             raise UserError(f"--out {out_dir} exists and is not a folder: choose another path")
         if os.listdir(out_dir) and not overwrite:
             raise UserError(f"--out {out_dir} already exists and is not empty: pass --overwrite to replace "
                             "it, or choose another folder")
+        if os.listdir(out_dir) and not _made_by_prepare(out_dir):
+            raise UserError(f"--out {out_dir} is not a data folder `tst prepare` made (no meta.json of ours): "
+                            "--overwrite replaces only those; choose another folder")
+
+
+def _made_by_prepare(folder: str) -> bool:
+    try:
+        with open(os.path.join(folder, "meta.json")) as f:
+            meta = json.load(f)
+    except (OSError, ValueError):
+        return False
+    return isinstance(meta, dict) and str(meta.get("created_by", "")).startswith("tst prepare")
 
 
 def _created_by() -> str:
@@ -315,7 +336,7 @@ def prepare(inputs: list[str], out_dir, *, vocab_size: int | None = None, tokeni
     task = parse_task(task)
     if task is not None and plan_only:
         raise UserError("--plan-only and --task are different stages: run --plan-only once, then the --task runs")
-    _check_out_dir(out_dir, overwrite)
+    _check_out_dir(out_dir, overwrite, [i for i in inputs if i != "bundled" and not i.startswith("hf:")])
     t0 = time.perf_counter()
 
     work = out_dir + ".partial"

@@ -57,7 +57,8 @@ def curve_chain(base: Config, budgets: list[int], seed: int, runs: Path) -> list
     chain = [(trunk.validate(), trunk_dir)]
     for b in short:
         branch = _at(base, b, seed)
-        branch.train.branch_from = f"{trunk_dir}:{decay_start(base, b)}"
+        # absolute, as the run directory records it, so that a rerun from another directory reuses the branch
+        branch.train.branch_from = f"{trunk_dir.resolve()}:{decay_start(base, b)}"
         chain.append((branch.validate(), runs / run_name(branch)))
     return chain
 

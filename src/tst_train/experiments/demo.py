@@ -153,18 +153,28 @@ def verdict(result: dict) -> list[str]:
 
 
 def headline(result: dict) -> str:
+    """The line a user came for: does TST save compute at its own shape, and where does it stand against the
+    best baseline at no more FLOPs — each said only as far as its interval allows."""
     sp, fr = result["speedup"], result["frontier"]
-    saving = ("TST saves compute at its own shape" if sp["value"] is not None and sp["value"] > 1 and
-              (sp.get("bound") == ">" or (sp.get("ci95") and sp["ci95"][0] > 1)) else
-              "TST's saving at its own shape is not shown" if sp["value"] is not None and sp["value"] > 1 else
-              "TST does not save compute at its own shape")
-    if fr["best"] is None:
-        where = "and no baseline was measured at no more FLOPs, so its place against the frontier is untested"
+    if sp["value"] is None:
+        saving = "TST's saving could not be read (no baseline curve finished)"
+    elif sp["value"] > 1 and (sp.get("bound") == ">" or (sp.get("ci95") and sp["ci95"][0] > 1)):
+        saving = "TST saves compute at its own shape"
+    elif sp["value"] > 1:
+        saving = "TST's saving at its own shape is not shown (its interval includes no saving)"
+    else:
+        saving = "TST does not save compute at its own shape"
+    best = fr["best"]
+    if best is None:
+        where = "no baseline was measured at no more FLOPs, so its place against the frontier is untested"
     elif fr["verdict"] == "on the frontier":
         where = "and it is on the frontier: no baseline measured at no more FLOPs, of any shape or step budget, is as good"
+    elif fr["verdict"] == "behind the frontier":
+        where = (f"and it is behind the frontier: {best['name']} reaches {best['loss']['mean']:.3f} at "
+                 f"{fr['flops_ratio']:.2f}× its FLOPs, Δ {stats.fmt(fr['delta'])} ({best['source']})")
     else:
-        where = f"but it is not shown on the frontier: {fr['verdict']} ({fr['best']['name']}, {fr['best']['source']})"
-    return f"{saving} ({compute.format_speedup(sp)} the baseline's compute for its loss), {where}"
+        where = f"and against the frontier it is {fr['verdict']} ({best['name']}, {best['source']})"
+    return f"{saving}: {compute.format_speedup(sp)} the baseline's compute for its loss; {where}"
 
 
 # ---------------------------------------------------------------------------------- the report
