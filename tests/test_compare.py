@@ -237,13 +237,18 @@ def test_explicit_shapes_and_their_errors(tiny_data, tmp_path, capsys):
         assert code == 2 and expected in err and err.count("\n") == 1, err
 
 
-def test_demo_trains_its_curve_and_tst_and_states_what_it_measured(tiny_data, tmp_path, capsys):
+def test_demo_trains_its_curve_and_tst_and_states_what_it_measured(tiny_data, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # a relative --out, as `make demo` gives
     out = tmp_path / "demo"
-    code = main(["demo", "--out", str(out), "--data", str(tiny_data), "--steps", "10", "--batch-size", "2",
-                 "--seq-len", "16", "--eval.tokens=512", "--train.warmup_steps=2", "--log.tensorboard=false",
-                 "--lr", "4e-4"])
+    args = ["demo", "--out", "demo", "--data", str(tiny_data), "--steps", "10", "--batch-size", "2",
+            "--seq-len", "16", "--eval.tokens=512", "--train.warmup_steps=2", "--log.tensorboard=false", "--lr", "4e-4"]
+    code = main(args)
     printed = capsys.readouterr().out
     assert code == 0, printed
+    summaries = {p: p.stat().st_mtime_ns for p in out.glob("report/runs/*/summary.json")}
+    assert main(args) == 0 and len(summaries) == 6  # a rerun reuses every run, the cooldown branches included
+    assert {p: p.stat().st_mtime_ns for p in out.glob("report/runs/*/summary.json")} == summaries
+    capsys.readouterr()
     runs = sorted(p.name for p in (out / "report" / "runs").iterdir())
     # per seed (3 and 4): the baseline's 15-step run, its 10-step cooldown branch, and TST at 10 steps
     assert runs == ["d512-L1-lr0.0004-10steps-baseline-branch8-seed3", "d512-L1-lr0.0004-10steps-baseline-branch8-seed4",
