@@ -108,7 +108,7 @@ def test_sweep_tiny_and_resumable(tiny_data, tmp_path, capfd):
     res = json.loads((out / "sweep.json").read_text())
     assert len(res["cells"]) == 4 and res["best"]["bag_size"] in (2, 3)
     assert (out / "heatmap_uniform.png").is_file() and (out / "heatmap_power.png").is_file()
-    assert "best cell" in first
+    assert "Lowest final validation loss: s = " in first
     assert main(args) == 0
     again = capfd.readouterr().out
     assert again.count("already complete") == 5  # 4 cells + the baseline
