@@ -291,7 +291,7 @@ def test_a_frozen_rank_times_out_instead_of_hanging(tmp_path):
         "try:\n"
         "    distributed.all_reduce_sum(torch.ones(1))\n"
         "except UserError as e:\n"
-        "    print('error:', e); sys.exit(2)\n")
+        "    print('error:', e); distributed.exit_process(2)\n")
     env = dict(os.environ, MASTER_ADDR="127.0.0.1", MASTER_PORT=str(29500 + os.getpid() % 1000), WORLD_SIZE="2")
     procs = [subprocess.Popen([sys.executable, str(script)], env=dict(env, RANK=str(r), LOCAL_RANK=str(r)),
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for r in (0, 1)]
@@ -375,3 +375,43 @@ def test_wandb_without_a_login_is_one_line_before_anything_is_written(tiny_data,
     monkeypatch.setenv("WANDB_MODE", "offline")  # logging locally needs no login
     from tst_train.metrics import check_wandb
     check_wandb(True)
+
+
+def test_data_identity_on_resume_and_reuse(tiny_data, tmp_path, capsys):
+    """A resume against a data folder of the same size but other tokens, a shard changed in place, and a compare
+    rerun into the same --out with another --data are each refused in one line."""
+    import shutil
+
+    import numpy as np
+
+    from tst_train.cli import main
+    flags = ["--preset", "tiny", "--steps", "4", "--batch-size", "2", "--seq-len", "16", "--eval.tokens=256",
+             "--log.progress=false", "--log.tensorboard=false", "--train.threads=1", "--checkpoint-every", "2"]
+    other = tmp_path / "other"
+    shutil.copytree(tiny_data, other)
+    meta = json.loads((other / "meta.json").read_text())
+    train = other / meta["splits"]["train"]["shards"][0]["file"]
+    tokens = np.fromfile(train, dtype=np.uint16)
+    np.roll(tokens, 12345).tofile(train)  # same size, other tokens: the old fingerprint could not tell
+    from tst_train.data.layout import sample_sha256
+    meta["splits"]["train"]["shards"][0]["sample_sha256"] = sample_sha256(str(train))  # a consistent other folder
+    (other / "meta.json").write_text(json.dumps(meta))
+    run = tmp_path / "run"
+    assert main(["train", "--data", str(tiny_data), "--out", str(run), *flags, "--steps", "2"]) == 0
+    capsys.readouterr()
+    assert main(["train", "--out", str(run), "--resume", "--data", str(other)]) == 2
+    err = capsys.readouterr().err
+    assert "trained on other data" in err and err.count("\n") == 1
+    # a shard changed in place after `tst prepare`: refused at the start of any run on it
+    np.roll(tokens, 7).tofile(train)
+    assert main(["train", "--data", str(other), "--out", str(tmp_path / "new"), *flags]) == 2
+    assert "changed since `tst prepare` wrote it" in capsys.readouterr().err and not (tmp_path / "new").exists()
+    np.roll(tokens, 12345).tofile(train)  # restored to what meta.json records
+    # compare into the same --out with other data of the same size: refused, nothing retrained
+    out = tmp_path / "cmp"
+    args = ["compare", "--out", str(out), *flags, "--arms", "baseline", "--tasks", "none"]
+    assert main([*args, "--data", str(tiny_data)]) == 0
+    capsys.readouterr()
+    assert main([*args, "--data", str(other)]) == 2
+    err = capsys.readouterr().err
+    assert "trained on other data" in err and err.count("\n") == 1

@@ -26,5 +26,6 @@ def build_model(cfg: Config, vocab_size: int):
 def fingerprint(cfg: Config, mcfg, meta: dict) -> dict:
     """What must match for a checkpoint to resume into this run: every config field that changes the
     numbers (as each field declares), the resolved model shape and the data's identity."""
+    from .data.layout import data_identity
     return {"config": cfg.numbers(), "model": asdict(mcfg),
-            "data": [meta["vocab_size"], meta["splits"]["train"]["tokens"]]}
+            "data": [meta["vocab_size"], meta["splits"]["train"]["tokens"]], "data_content": data_identity(meta)}

@@ -294,6 +294,11 @@ def check_compatible(saved: dict, current: dict, path: Path) -> None:
         # a field added since the checkpoint was written: that run trained with the field's default behaviour
         from .config import Config
         saved = saved | {"config": Config().numbers() | saved["config"]}
+    if saved.get("data_content") not in (None, current.get("data_content")):
+        raise UserError(f"checkpoint {path} was trained on other data than this run's (the training shards' content "
+                        "hashes or the tokenizer differ from what it recorded): point --data at the folder it trained "
+                        "on, or start a new run directory")
+    keys = [k for k in keys if k != "data_content"]  # checked above; absent from checkpoints written before it
     diffs = [f"{k}: checkpoint {saved.get(k)!r} vs now {current[k]!r}" for k in keys if saved.get(k) != current[k]]
     if diffs:
         raise UserError(f"checkpoint {path} comes from an incompatible config ({'; '.join(diffs)}); "

@@ -92,13 +92,31 @@ def print0(*args, **kwargs) -> None:
         print(*args, **kwargs)
 
 
+_BROKEN = False  # a collective failed: the process group cannot be torn down cleanly any more
+
+
+def exit_process(code: int) -> None:
+    """Exit with ``code``. After a failed collective the process group's destructor aborts the interpreter at exit
+    ("terminate called without an active exception", status -6), which would hide the one-line error's status:
+    then leave at once, output flushed."""
+    if _BROKEN:
+        import os
+        import sys
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    raise SystemExit(code)
+
+
 @contextlib.contextmanager
 def _collective(what: str):
     """A failed or timed-out collective means another rank stopped or froze: say so on one line."""
+    global _BROKEN
     try:
         yield
     except (RuntimeError, dist.DistError) as e:
         from .errors import UserError
+        _BROKEN = True
         rank, world = rank_world()
         reason = " ".join(str(e).split())[:200]
         raise UserError(f"rank {rank}/{world}: {what} did not complete ({reason}); another rank stopped or froze — "

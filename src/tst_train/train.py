@@ -28,6 +28,7 @@ from . import checkpoint, distributed, errors, rundir, tokenizer_files
 from .build import build_model, fingerprint
 from .config import Config, auto_eval_every, numbers_differ
 from .console import Console
+from .data.layout import verify_content
 from .data.loader import TokenLoader, check_data_dir, load_split
 from .errors import UserError
 from .evaluate import Validator
@@ -191,6 +192,7 @@ class Trainer:
             torch.set_num_threads(t.threads)
         self.dist = distributed.init(t.device, t.collective_timeout_s)
         self.meta = check_data_dir(cfg.data.path)
+        verify_content(cfg.data.path, self.meta)  # a shard changed in place since `tst prepare` is refused
         self.mcfg = build_model(cfg, self.meta["vocab_size"])
         if t.batch_size % self.dist.world_size:
             raise UserError(f"--batch-size {t.batch_size} is not divisible by the {self.dist.world_size} ranks")

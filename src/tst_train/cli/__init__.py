@@ -69,6 +69,9 @@ def _main(argv: list[str] | None) -> int:
         return COMMANDS[name][0](rest) or 0
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
+        distributed = sys.modules.get("tst_train.distributed")  # not imported (no torch) by e.g. `tst prepare`
+        if distributed is not None and distributed._BROKEN:  # a rank froze: exit now, not in the group's destructor
+            distributed.exit_process(2)
         return 2
     except Interrupted as e:
         print(f"stopped: {e}", file=sys.stderr)

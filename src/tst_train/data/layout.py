@@ -69,6 +69,43 @@ def split_shards(meta: dict, split: str) -> list[dict]:
     return info.get("shards")
 
 
+SAMPLE_BLOCK = 1 << 16  # bytes per sampled block
+SAMPLE_BLOCKS = 32  # spread over the file, first and last included
+
+
+def sample_sha256(path: str) -> str:
+    """A content hash of a shard that costs the same for 1 MB and 100 GB: its size and 32 blocks of 64 KiB spread
+    evenly over it (the first and the last included). Written by `tst prepare`; checked at every start, so a
+    shard replaced or changed in place since then is caught (a change that touches no sampled block is not)."""
+    import hashlib
+    h = hashlib.sha256()
+    size = os.path.getsize(path)
+    h.update(str(size).encode())
+    with open(path, "rb") as f:
+        last = max(0, size - SAMPLE_BLOCK)
+        for i in range(SAMPLE_BLOCKS):
+            f.seek(last * i // (SAMPLE_BLOCKS - 1))
+            h.update(f.read(SAMPLE_BLOCK))
+    return h.hexdigest()
+
+
+def data_identity(meta: dict) -> dict:
+    """What a run trained on, beyond its size: the training shards' content hashes and the tokenizer's (empty
+    entries for data folders written before they were recorded)."""
+    shards = split_shards(meta, "train") or []
+    return {"train_shards": [s.get("sample_sha256") for s in shards], "tokenizer": meta.get("tokenizer_sha256")}
+
+
+def verify_content(data_dir, meta: dict) -> None:
+    """The training shards still hold what `tst prepare` wrote (their recorded sampled hashes), else UserError."""
+    for shard in split_shards(meta, "train") or []:
+        want = shard.get("sample_sha256")
+        if want and sample_sha256(os.path.join(os.fspath(data_dir), shard["file"])) != want:
+            raise UserError(f"{os.path.join(os.fspath(data_dir), shard['file'])} changed since `tst prepare` wrote it "
+                            f"(its content hash differs from meta.json's): re-run `tst prepare ... --out {data_dir} "
+                            "--overwrite`, or restore the file")
+
+
 def check_data_dir(data_dir) -> dict:
     """Validate a data folder (meta.json parses and has the needed fields; every shard exists and its
     size matches its token count and dtype; every document index has one entry per document) and

@@ -264,6 +264,16 @@ def _meta(plan: dict, splits: dict, args: dict) -> dict:
     }
 
 
+def _tokenizer_sha256(work: str, spec: dict) -> str:
+    """The tokenizer's identity: its file's content hash (a tiktoken encoding: its name's)."""
+    import hashlib
+    path = os.path.join(work, spec.get("file") or "")
+    if spec.get("file") and os.path.isfile(path):
+        with open(path, "rb") as f:
+            return hashlib.sha256(f.read()).hexdigest()
+    return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()
+
+
 def _merge(work: str, plan: dict, args: dict) -> dict:
     order = np.load(os.path.join(work, ORDER_FILE))
     n_val = plan["val_documents"]
@@ -280,6 +290,7 @@ def _merge(work: str, plan: dict, args: dict) -> dict:
     finally:
         reader.close()
     meta = _meta(plan, splits, args)
+    meta["tokenizer_sha256"] = _tokenizer_sha256(work, plan["tokenizer"])
     write_bytes(os.path.join(work, "meta.json"), (json.dumps(meta, indent=2) + "\n").encode())
     return meta
 

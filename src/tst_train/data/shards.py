@@ -25,7 +25,7 @@ from typing import Iterator
 
 import numpy as np
 
-from tst_train.data.layout import shard_names
+from tst_train.data.layout import sample_sha256, shard_names
 from tst_train.data.plan import doc_weight
 from tst_train.data.sources import Leaf, ReadOptions, iter_from
 from tst_train.data.tokenizer import Tokenizer
@@ -280,5 +280,5 @@ def merge_split(work: str, reader: _ChunkReader, split: str, docs: np.ndarray, s
                 reader.copy(docs[a:b], f)
             publish(tmp, bin_path)
         entries.append({"file": bin_name, "docs_file": docs_name, "tokens": int(lengths[a:b].sum(dtype=np.int64)),
-                        "documents": b - a})
+                        "documents": b - a, "sample_sha256": sample_sha256(bin_path)})
     return entries

@@ -65,12 +65,22 @@ def tst_data_tokens(base: Config) -> int:
 
 
 def check_reusable(cfg: Config, run_dir: Path) -> None:
-    """Refuse to reuse (or resume) ``run_dir`` for ``cfg`` unless it was trained with the same numbers."""
+    """Refuse to reuse (or resume) ``run_dir`` for ``cfg`` unless it was trained with the same numbers on the same
+    data (its recorded size, training shards' content hashes and tokenizer)."""
     saved = rundir.read_config(run_dir)
     diffs = numbers_differ(saved, cfg)
     if diffs:
         raise UserError(f"{run_dir} was trained with other settings ({'; '.join(diffs)}): it cannot stand for "
                         "this run; use a new --out, or delete that run directory to train it again")
+    from ..data.layout import data_identity
+    from ..tokenizer_files import has_snapshot, run_data
+    # the run's own record of its data (a collected record keeps none: then only the numbers can be checked)
+    theirs = run_data(run_dir, saved.data.path).get("meta") if has_snapshot(run_dir) else None
+    ours = check_data_dir(cfg.data.path)
+    if theirs and (data_identity(theirs) != data_identity(ours) or theirs.get("splits", {}).get("train", {}).get(
+            "tokens") != ours["splits"]["train"]["tokens"]):
+        raise UserError(f"{run_dir} was trained on other data than {cfg.data.path} (size, content hashes or tokenizer "
+                        "differ): it cannot stand for this run; use a new --out")
 
 
 def run_arm(cfg: Config, run_dir: Path, log) -> dict:
