@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import io
 import json
+import math
 import os
 import pickle
 import shutil
@@ -415,3 +416,25 @@ def test_data_identity_on_resume_and_reuse(tiny_data, tmp_path, capsys):
     assert main([*args, "--data", str(other)]) == 2
     err = capsys.readouterr().err
     assert "trained on other data" in err and err.count("\n") == 1
+
+
+def test_divergence_stops_the_run_with_one_line_and_says_so_in_its_summary(tiny_data, tmp_path, capsys):
+    from tst_train.cli import main
+    from tst_train.train import LossHealth
+    run = tmp_path / "run"
+    flags = ["--data", str(tiny_data), "--preset", "tiny", "--steps", "40", "--batch-size", "2", "--seq-len", "16",
+             "--eval-every", "10", "--eval.tokens=256", "--log.progress=false", "--log.tensorboard=false",
+             "--train.threads=1", "--mode", "baseline"]
+    assert main(["train", *flags, "--out", str(run), "--lr", "10"]) == 2
+    err = capsys.readouterr().err
+    assert "training diverged: the validation loss" in err and err.count("\n") == 1
+    summary = json.loads((run / "summary.json").read_text())
+    assert not summary["completed"] and "above ln(vocabulary) + 1" in summary["diverged"]
+    # the rule itself: a loss above ln V + 1, or a gradient norm of exactly 0 for 20 steps in a row
+    health = LossHealth(math.log(512))
+    assert health.after_eval(10, 7.0) is None and "worse than guessing" in health.after_eval(10, 7.3)
+    assert all(health.after_step(k, {"grad_norm": 0.0, "loss": 6.24}) is None for k in range(19))
+    assert "gradient norm has been 0 for 20 steps" in health.after_step(19, {"grad_norm": 0.0, "loss": 6.24})
+    assert health.after_step(20, {"grad_norm": 0.5, "loss": 6.0}) is None  # any movement resets the count
+    # off on request: the same run trains to the end
+    assert main(["train", *flags, "--out", str(tmp_path / "on"), "--lr", "10", "--train.divergence_check=false"]) == 0

@@ -142,6 +142,8 @@ class TrainSection:
     """Compile the transformer blocks with `torch.compile` (only rounding changes)."""
     fused_loss: bool = opt(True)
     """Use the chunked fused LM-head + loss (never materialises the full logits)."""
+    divergence_check: bool = opt(True, numbers=False)
+    """Stop with exit 2 (recorded in summary.json) when the run diverges: a validation loss above ln(vocabulary) + 1, or a gradient norm of exactly 0 for 20 steps in a row (see `train.LossHealth`)."""
     threads: int = opt(0, numbers=False, check=Range(0, 4096))
     """CPU threads for torch (0 = torch's default)."""
     collective_timeout_s: int = opt(600, numbers=False, check=Range(1, 86400))

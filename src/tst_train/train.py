@@ -182,6 +182,31 @@ def _peak_flops(cfg: Config, device: torch.device, world: int) -> float | None:
     return None
 
 
+class LossHealth:
+    """The divergence rule (``train.divergence_check``, on by default): a run has diverged when its validation loss
+    exceeds ln(V) + 1 — worse than guessing every token uniformly, which a fresh model already beats — or when its
+    gradient norm has been exactly zero for ``FLAT_STEPS`` steps in a row (the weights no longer move: what a huge
+    learning rate leaves, with the loss frozen). NaN and infinity are caught on their own, at once."""
+
+    FLAT_STEPS = 20
+
+    def __init__(self, uniform_loss: float) -> None:
+        self.limit, self.flat = uniform_loss + 1.0, 0
+
+    def after_step(self, step: int, out: dict) -> str | None:
+        self.flat = self.flat + 1 if out["grad_norm"] == 0.0 else 0
+        if self.flat >= self.FLAT_STEPS:
+            return (f"the gradient norm has been 0 for {self.flat} steps (step {step}, loss {out['loss']:.3f}): the "
+                    "weights no longer move; lower --train.lr")
+        return None
+
+    def after_eval(self, step: int, val_loss: float) -> str | None:
+        if val_loss > self.limit:
+            return (f"the validation loss {val_loss:.3f} at step {step} is above ln(vocabulary) + 1 = {self.limit:.3f}, "
+                    "worse than guessing uniformly; lower --train.lr")
+        return None
+
+
 class Trainer:
     """Holds the pieces of one run; ``run()`` is the loop."""
 
@@ -226,6 +251,7 @@ class Trainer:
         self.fingerprint = fingerprint(cfg, self.mcfg, self.meta)
         self.ckpt_root = run_dir / "checkpoints"
         self.state = TrainState()
+        self.health, self.diverged = LossHealth(math.log(self.mcfg.vocab_size)), None
         self.pinned = frozenset(int(x) for x in cfg.checkpoint.keep_steps.split(",") if x)
         if resume:
             self._resume()
@@ -345,10 +371,15 @@ class Trainer:
                 if not math.isfinite(out["loss"]):
                     raise UserError(f"the loss became {out['loss']} at step {st.step}; lower --train.lr "
                                     f"or check the data")
+                diverged = self.health.after_step(st.step, out)
                 if self.due(auto_eval_every(cfg)):
                     record = self._evaluate(phase, wall_start)
                     writer.log(record)
                     console.line(_eval_line(record, t.steps))
+                    diverged = diverged or self.health.after_eval(st.step, record["val_loss"])
+                if diverged and cfg.train.divergence_check:
+                    self.diverged = diverged
+                    break
                 if self.due(cfg.checkpoint.every) or st.step in self.pinned:
                     self.save_checkpoint()
                 if distributed.any_rank(stop.signum is not None, self.device):
@@ -400,7 +431,8 @@ class Trainer:
 
     def _summary(self, interrupted: str | None, wall_time: float) -> dict:
         st = self.state
-        return {"completed": interrupted is None and st.step >= self.cfg.train.steps,
+        return {"completed": interrupted is None and self.diverged is None and st.step >= self.cfg.train.steps,
+                "diverged": self.diverged,
                 "interrupted_by": interrupted, "steps": st.step, "transition_step": self.schedule.transition_step,
                 "data_tokens": st.data_tokens, "positions": st.positions, "flops": st.flops,
                 "train_time": st.train_time, "wall_time": wall_time,
@@ -516,6 +548,9 @@ def run_training(cfg: Config, out: Path, resume: bool = False, show_plan: bool =
             summary = trainer.run()
             if main:
                 rundir.write_json(out / rundir.SUMMARY_FILE, summary)
+        if summary["diverged"]:  # recorded in summary.json, then one line and exit 2
+            raise UserError(f"training diverged: {summary['diverged']} (recorded in {out / rundir.SUMMARY_FILE}; "
+                            "--train.divergence_check=false trains on regardless)")
     return summary
 
 
