@@ -438,3 +438,25 @@ def test_divergence_stops_the_run_with_one_line_and_says_so_in_its_summary(tiny_
     assert health.after_step(20, {"grad_norm": 0.5, "loss": 6.0}) is None  # any movement resets the count
     # off on request: the same run trains to the end
     assert main(["train", *flags, "--out", str(tmp_path / "on"), "--lr", "10", "--train.divergence_check=false"]) == 0
+
+
+@pytest.mark.parametrize("planted", ["summary.json.tmp", "summary.json", "metrics.jsonl", ".lock"])
+def test_a_received_run_directory_cannot_point_the_trainers_writes_outside(tiny_data, tmp_path, capsys, planted):
+    """Symbolic links planted where the trainer writes (its temporaries, its records, its lock): a resume never
+    writes through them — a link is refused in one line or replaced, and the file outside is untouched."""
+    from tst_train.cli import main
+    run = tmp_path / "run"
+    flags = ["--preset", "tiny", "--steps", "4", "--batch-size", "2", "--seq-len", "16", "--eval.tokens=256",
+             "--log.progress=false", "--log.tensorboard=false", "--train.threads=1", "--checkpoint-every", "2"]
+    assert main(["train", "--data", str(tiny_data), "--out", str(run), *flags, "--steps", "2"]) == 0
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious")
+    link = run / planted
+    if link.exists():
+        link.unlink()
+    link.symlink_to(victim)
+    capsys.readouterr()
+    code = main(["train", "--out", str(run), "--resume", "--steps", "2"])
+    err = capsys.readouterr().err
+    assert victim.read_text() == "precious"
+    assert code == 0 or (code == 2 and "symbolic link" in err and err.count("\n") == 1), err

@@ -48,10 +48,9 @@ def read_metrics(run_dir: str | Path) -> list[dict]:
 
 def copy_records(src: Path, dst: Path, step: int) -> None:
     """A cooldown branch's record starts with its trunk's records up to the branch step."""
+    from .rundir import write_atomic
     kept = [r for r in read_metrics(src) if r.get("step", 0) <= step]
-    rundir_tmp = dst / (METRICS_FILE + ".tmp")
-    rundir_tmp.write_text("".join(json.dumps(r) + "\n" for r in kept))
-    os.replace(rundir_tmp, dst / METRICS_FILE)
+    write_atomic(dst / METRICS_FILE, "".join(json.dumps(r) + "\n" for r in kept))
 
 
 def truncate_after(run_dir: Path, step: int) -> None:
@@ -63,10 +62,9 @@ def truncate_after(run_dir: Path, step: int) -> None:
     path = run_dir / METRICS_FILE
     if not distributed.is_main() or not path.exists():
         return
+    from .rundir import write_atomic
     kept = [r for r in read_metrics(run_dir) if r.get("step", 0) <= step]
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text("".join(json.dumps(r) + "\n" for r in kept))
-    os.replace(tmp, path)
+    write_atomic(path, "".join(json.dumps(r) + "\n" for r in kept))
 
 
 def tensorboard_scalars(record: dict) -> dict[str, float]:
@@ -108,7 +106,8 @@ class MetricsWriter:
         self._wandb = None
         if not self.enabled:
             return
-        self._file = open(run_dir / METRICS_FILE, "a", buffering=1)
+        from .rundir import open_no_follow
+        self._file = open_no_follow(run_dir / METRICS_FILE)
         if tensorboard:
             try:
                 from torch.utils.tensorboard import SummaryWriter

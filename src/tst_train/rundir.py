@@ -31,10 +31,42 @@ LOCK_FILE = ".lock"
 
 
 def write_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file and a rename: readers see the old or the new file."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    """Write ``text`` to ``path`` through a temporary file and a rename: readers see the old or the new file.
+
+    The temporary file is created exclusively under a name nobody else chose (``mkstemp``: no symbolic link
+    planted in a received run directory is followed), and the rename replaces ``path`` itself — a link there is
+    replaced, never written through."""
+    import tempfile
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.chmod(tmp, 0o666 & ~_umask())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def open_no_follow(path: Path, mode: str = "a"):
+    """``open(path, mode)`` for appending or locking inside a run directory, refusing a symbolic link there: a
+    received run directory must not make the trainer write outside it."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | getattr(os, "O_NOFOLLOW", 0)
+    try:
+        fd = os.open(path, flags, 0o666)
+    except OSError:
+        if os.path.islink(path):
+            raise UserError(f"{path} is a symbolic link: a run directory's own files must be plain files "
+                            "(a received run directory may not point the trainer's writes elsewhere)") from None
+        raise
+    return os.fdopen(fd, mode, buffering=1)
 
 
 def write_json(path: Path, obj) -> None:
@@ -114,7 +146,7 @@ def locked(run_dir: Path):
     run never leaves a stale lock behind.
     """
     import fcntl
-    fh = open(run_dir / LOCK_FILE, "a")
+    fh = open_no_follow(run_dir / LOCK_FILE)
     try:
         try:
             fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
