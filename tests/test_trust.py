@@ -19,6 +19,7 @@ import torch
 from tst_train import checkpoint, rundir
 from tst_train.cli import main
 from tst_train.config import Config, OneOf, Pattern, Range, iter_fields
+from tst_train.errors import UserError
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["--preset", "tiny", "--steps", "8", "--batch-size", "2", "--seq-len", "16", "--bag-size", "2",
@@ -362,7 +363,6 @@ def test_wandb_without_a_login_is_one_line_before_anything_is_written(tiny_data,
     import sys
     import types
 
-    from tst_train.cli import main
     fake = types.ModuleType("wandb")
     fake.api = types.SimpleNamespace(api_key=None)
     monkeypatch.setitem(sys.modules, "wandb", fake)
@@ -381,11 +381,8 @@ def test_wandb_without_a_login_is_one_line_before_anything_is_written(tiny_data,
 def test_data_identity_on_resume_and_reuse(tiny_data, tmp_path, capsys):
     """A resume against a data folder of the same size but other tokens, a shard changed in place, and a compare
     rerun into the same --out with another --data are each refused in one line."""
-    import shutil
-
     import numpy as np
 
-    from tst_train.cli import main
     flags = ["--preset", "tiny", "--steps", "4", "--batch-size", "2", "--seq-len", "16", "--eval.tokens=256",
              "--log.progress=false", "--log.tensorboard=false", "--train.threads=1", "--checkpoint-every", "2"]
     other = tmp_path / "other"
@@ -419,7 +416,6 @@ def test_data_identity_on_resume_and_reuse(tiny_data, tmp_path, capsys):
 
 
 def test_divergence_stops_the_run_with_one_line_and_says_so_in_its_summary(tiny_data, tmp_path, capsys):
-    from tst_train.cli import main
     from tst_train.train import LossHealth
     run = tmp_path / "run"
     flags = ["--data", str(tiny_data), "--preset", "tiny", "--steps", "40", "--batch-size", "2", "--seq-len", "16",
@@ -444,7 +440,6 @@ def test_divergence_stops_the_run_with_one_line_and_says_so_in_its_summary(tiny_
 def test_a_received_run_directory_cannot_point_the_trainers_writes_outside(tiny_data, tmp_path, capsys, planted):
     """Symbolic links planted where the trainer writes (its temporaries, its records, its lock): a resume never
     writes through them — a link is refused in one line or replaced, and the file outside is untouched."""
-    from tst_train.cli import main
     run = tmp_path / "run"
     flags = ["--preset", "tiny", "--steps", "4", "--batch-size", "2", "--seq-len", "16", "--eval.tokens=256",
              "--log.progress=false", "--log.tensorboard=false", "--train.threads=1", "--checkpoint-every", "2"]
@@ -460,3 +455,34 @@ def test_a_received_run_directory_cannot_point_the_trainers_writes_outside(tiny_
     err = capsys.readouterr().err
     assert victim.read_text() == "precious"
     assert code == 0 or (code == 2 and "symbolic link" in err and err.count("\n") == 1), err
+
+
+@pytest.mark.parametrize("name", ["/etc/hostname", "../outside.bin", "sub/../../outside.bin"])
+def test_a_received_meta_json_cannot_name_a_shard_outside_its_folder(tiny_data, tmp_path, name):
+    from tst_train.data.layout import check_data_dir
+    data = tmp_path / "data"
+    shutil.copytree(tiny_data, data)
+    (tmp_path / "outside.bin").write_bytes(b"\0" * 64)
+    meta = json.loads((data / "meta.json").read_text())
+    meta["splits"]["train"]["shards"][0]["file"] = name
+    (data / "meta.json").write_text(json.dumps(meta))
+    with pytest.raises(UserError, match="lies outside the data folder"):
+        check_data_dir(data)
+
+
+def test_an_hf_index_cannot_load_weights_from_outside_its_folder_and_a_broken_file_is_one_line(tmp_path, capsys):
+    from tst_train import api
+    from tst_train.model import Transformer, model_config
+    from tst_train.export import export_hf
+    model = Transformer(model_config("tiny", 64))
+    out = export_hf(model, model.config, tmp_path / "hf")
+    outside = tmp_path / "elsewhere.safetensors"
+    shutil.copy(out / "model.safetensors", outside)
+    index = {"weight_map": {k: "../elsewhere.safetensors" for k in ("model.embed_tokens.weight",)}}
+    (out / "model.safetensors.index.json").write_text(json.dumps(index))
+    with pytest.raises(UserError, match="outside"):
+        api.load(out)
+    (out / "model.safetensors.index.json").unlink()
+    (out / "model.safetensors").write_bytes((out / "model.safetensors").read_bytes()[:100])  # truncated
+    with pytest.raises(UserError, match="could not be read as safetensors"):
+        api.load(out)

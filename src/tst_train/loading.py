@@ -143,12 +143,26 @@ def _read_json(path: Path) -> dict:
 def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
     from safetensors.torch import load_file
     index = path / "model.safetensors.index.json"
-    files = sorted(set(_read_json(index)["weight_map"].values())) if index.is_file() else ["model.safetensors"]
+    if index.is_file():
+        weight_map = _read_json(index).get("weight_map") if isinstance(_read_json(index), dict) else None
+        if not isinstance(weight_map, dict) or not all(isinstance(v, str) for v in weight_map.values()):
+            raise UserError(f"{index} has no weight_map of file names: the index is broken")
+        files = sorted(set(weight_map.values()))
+    else:
+        files = ["model.safetensors"]
     sd = {}
+    root = os.path.realpath(path)
     for name in files:
+        if os.path.isabs(name) or not os.path.realpath(path / name).startswith(root + os.sep):
+            raise UserError(f"{index} points at {name!r}, outside {path}: refused (a model directory loads only its "
+                            "own files)")
         if not (path / name).is_file():
             raise UserError(f"{path} has no {name} (only safetensors weights are read)")
-        sd.update(load_file(str(path / name)))
+        try:
+            sd.update(load_file(str(path / name)))
+        except Exception as e:  # a truncated or malformed file: one line, not safetensors' traceback
+            raise UserError(f"{path / name} could not be read as safetensors ({type(e).__name__}: "
+                            f"{str(e).splitlines()[0] if str(e) else ''})") from None
     return {k: v.float() for k, v in sd.items()}
 
 

@@ -144,8 +144,23 @@ def check_data_dir(data_dir) -> dict:
     return meta
 
 
+def _inside(data_dir: str, name, what: str) -> str:
+    """``data_dir/name`` when ``name`` is a file name that stays inside ``data_dir`` (not absolute, no ``..``, no
+    link out), else UserError: a received meta.json must not make training read another file."""
+    if not isinstance(name, str) or not name:
+        raise UserError(f"{data_dir}/meta.json: a shard's {what} is not a file name ({name!r})")
+    path = os.path.join(data_dir, name)
+    root = os.path.realpath(data_dir)
+    if os.path.isabs(name) or not os.path.realpath(path).startswith(root + os.sep):
+        raise UserError(f"{data_dir}/meta.json names the shard {what} {name!r}, which lies outside the data folder: "
+                        "refused (a data folder reads only its own files)")
+    return path
+
+
 def _check_shard(data_dir: str, shard: dict, itemsize: int, dtype: str, redo: str) -> None:
-    path = os.path.join(data_dir, shard["file"])
+    path = _inside(data_dir, shard.get("file"), "file")
+    if "docs_file" in shard:
+        _inside(data_dir, shard["docs_file"], "document index")
     if not os.path.isfile(path):
         raise UserError(f"data dir {data_dir} has no {shard['file']}: {redo}")
     size, want = os.path.getsize(path), shard["tokens"] * itemsize
