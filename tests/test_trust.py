@@ -472,8 +472,8 @@ def test_a_received_meta_json_cannot_name_a_shard_outside_its_folder(tiny_data, 
 
 def test_an_hf_index_cannot_load_weights_from_outside_its_folder_and_a_broken_file_is_one_line(tmp_path, capsys):
     from tst_train import api
-    from tst_train.model import Transformer, model_config
     from tst_train.export import export_hf
+    from tst_train.model import Transformer, model_config
     model = Transformer(model_config("tiny", 64))
     out = export_hf(model, model.config, tmp_path / "hf")
     outside = tmp_path / "elsewhere.safetensors"
