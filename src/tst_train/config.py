@@ -140,6 +140,8 @@ class TrainSection:
     """Autocast dtype: `auto` (bf16 on CUDA, fp32 on CPU), `bf16`, `fp32`."""
     compile: bool = opt(False, numbers=False)
     """Compile the transformer blocks with `torch.compile` (only rounding changes)."""
+    fused_optimizer: bool = opt(False)
+    """AdamW as one fused kernel per step instead of `foreach` (on the CPU 5x faster for the optimizer, about 12 % of a d512/L1 step, benchmarks/RESULTS.md; rounding differs, so off by default: the committed records were trained with `foreach`)."""
     fused_loss: bool = opt(True)
     """Use the chunked fused LM-head + loss (never materialises the full logits)."""
     divergence_check: bool = opt(True, numbers=False)

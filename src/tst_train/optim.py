@@ -16,7 +16,8 @@ def build_optimizer(model: nn.Module, cfg: TrainSection) -> torch.optim.AdamW:
         (no_decay if p.dim() < 2 or "tok_embeddings" in name else decay).append(p)
     groups = [{"params": decay, "weight_decay": cfg.weight_decay},
               {"params": no_decay, "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), eps=cfg.eps, foreach=True)
+    kind = {"fused": True} if cfg.fused_optimizer else {"foreach": True}  # fused: one kernel per step
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), eps=cfg.eps, **kind)
 
 
 def lr_at(step: int, cfg: TrainSection) -> float:
