@@ -7,7 +7,7 @@ for a few steps on each side of the transition, on a synthetic data directory of
 (throughput does not depend on what the ids are). From the run's ``metrics.jsonl``, per phase, over the
 steps after the first ``--skip`` of that phase (compilation, autotuning, the new bag size's kernels):
 the median step time, positions/s and data tokens/s, and MFU on positions (``flops_per_position`` of the
-plan ÷ the GPU's dense bf16 peak, 989 TFLOP/s for an H200). Targets: MFU ≥ 45 % in both phases, phase-1
+plan ÷ the GPU's dense bf16 peak, 989 TFLOP/s for an H100 or H200). Targets: MFU ≥ 45 % in both phases, phase-1
 step time within 2 % of phase 2's. ``--dry-run``: the tiny preset on the CPU, no compile (what make test
 runs). Writes ``OUT/train.md``, ``OUT/train.json`` and the run's ``OUT/train_metrics.jsonl``.
 """

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The GPU check (issue 13), one command, at most 9 minutes on one H200. Steps, each with its own time limit:
+# The GPU check (issue 13), one command, at most 9 minutes on one H100 or H200. Steps, each with its own time limit:
 #   1. tests    the GPU-only tests: the Triton kernel's tests compiled for the GPU, the CUDA tests of the loss
 #   2. loss     bf16 loss tables: MCE vs the paper's s-loop, fused vs materialised logits (s = 1, 4, 8, 16;
 #               V = 32k, 128k; N = 16k; d = 2048), ours vs Liger's fused linear CE and Cut Cross-Entropy at s = 1
@@ -18,7 +18,7 @@
 #   python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
 #       --platform manylinux_2_28_x86_64 --platform any -d .whl liger-kernel==0.8.5 cut-cross-entropy==25.1.1
 # They are installed here with no index and no dependencies into a temporary directory put on PYTHONPATH.
-# Everything else comes from the machine's python3 (torch 2.11 and triton 3.6 on the H200 machine).
+# Everything else comes from the machine's python3 (torch 2.11 and triton 3.6 on the device machines).
 set -uo pipefail
 
 DRY=0

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The GPU experiment as one command, for the device machine (docs/gpu_experiment.md):
-#   bash scripts/gpu_experiment.sh             # ~8 min on one H200; report → $OUT/gpu_report.tar.gz + the log
+#   bash scripts/gpu_experiment.sh             # ~8 min on one H100 or H200; report → $OUT/gpu_report.tar.gz + the log
 #   bash scripts/gpu_experiment.sh --smoke     # the same path on the CPU in seconds
 # Arguments go to scripts/gpu_experiment.py. Runs from this tree (PYTHONPATH=src): nothing is installed.
 # Without $OUT (any other machine) the report and the log land in runs/gpu-experiment/.
