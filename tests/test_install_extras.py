@@ -44,3 +44,29 @@ def test_every_documented_command_runs_with_only_the_train_extra(tmp_path):
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600, cwd=tmp_path)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
     assert "Traceback" not in proc.stderr
+
+
+def test_a_fresh_venv_with_the_readme_install_runs_the_lifecycle(tmp_path):
+    """The README's install, exactly, into an empty virtual environment: `pip install torch==2.13.0` then
+    `pip install -e ".[train]"`; then the documented commands from that environment's own `tst`."""
+    import os
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
+    pip = [str(venv / "bin" / "python"), "-m", "pip", "install", "-q"]
+    env = dict(os.environ, PIP_DISABLE_PIP_VERSION_CHECK="1")
+    for args in (["torch==2.13.0"], ["-e", f"{ROOT}[train]"]):
+        proc = subprocess.run(pip + args, capture_output=True, text=True, timeout=900, env=env)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+    tst = str(venv / "bin" / "tst")
+    flags = ["--preset", "tiny", "--steps", "4", "--batch-size", "2", "--seq-len", "16", "--eval.tokens=256",
+             "--log.progress=false", "--train.threads=1"]
+    steps = [["prepare", "--input", "bundled", "--out", "data", "--vocab-size", "300", "--max-docs", "40"],
+             ["train", "--data", "data", "--out", "run", *flags],
+             ["eval", "run", "--tasks", "cloze", "--limit", "4"],
+             ["generate", "run", "--prompt", "It is", "--max-new-tokens", "4", "--temperature", "0"],
+             ["export", "--run", "run", "--out", "hf"],
+             ["eval", "hf", "--data", "data", "--tasks", "cloze", "--limit", "4"],
+             ["train", "--data", "data", "--out", "more", *flags, "--init-from", "hf", "--mode", "baseline"]]
+    for argv in steps:
+        proc = subprocess.run([tst, *argv], capture_output=True, text=True, timeout=600, cwd=tmp_path)
+        assert proc.returncode == 0, (argv, proc.stderr[-3000:])

@@ -1,7 +1,9 @@
 """Every experiment command's report and plots, made from the run records alone (the trainer never plots):
 Markdown (rendered to HTML by the ``markdown`` library) and matplotlib figures.
 
-    compare  report.md / report.html with val_loss_vs_steps, _vs_data_tokens, _vs_wall_clock and train_loss
+    compare  report.md / report.html with val_loss_vs_steps, _vs_data_tokens and train_loss (no wall-clock plot: the
+             arms' steps cost the same, so it would draw the steps plot again with machine noise; step times are
+             in the table)
     curve    curve.md with curve.png (loss against FLOPs)
     demo     demo.md with demo.png (loss against FLOPs: curve, TST, frontier) and loss_vs_step.png
     study    study.md with delta_vs_width.png and frontier.png;  sweep: its table and heatmaps
@@ -119,8 +121,6 @@ def make_plots(out: Path, summary: dict) -> list[tuple[str, str]]:
          _plot_eval(out, runs, summary, "step", "step (equal FLOPs per step)", "val_loss_vs_steps.png")),
         ("Validation loss vs data tokens consumed",
          _plot_eval(out, runs, summary, "data_tokens", "data tokens consumed", "val_loss_vs_data_tokens.png")),
-        ("Validation loss vs wall-clock (training time only)",
-         _plot_eval(out, runs, summary, "train_time", "training time (s)", "val_loss_vs_wall_clock.png")),
         ("Training loss (transition spike)", _plot_train_loss(out, runs, summary)),
     ]
 
