@@ -16,6 +16,7 @@ from pathlib import Path
 
 import torch
 
+from . import received
 from .errors import UserError
 from .hf_format import EXPORT_INFO_FILE, from_hf_state_dict, model_config_from_hf
 from .model import ModelConfig, Transformer
@@ -120,15 +121,22 @@ def _load_run(run_dir: Path, step: int | None, with_tokenizer: bool) -> Loaded:
 
 # ------------------------------------------------------------------ Hugging Face directories
 def _load_hf(path: Path, with_tokenizer: bool) -> Loaded:
-    config = _read_json(path / "config.json")
+    config = received.check_hf_config(_read_json(path / "config.json"), str(path / "config.json"))
     mcfg = model_config_from_hf(config, str(path))
     model = Transformer(mcfg)
     try:
         model.load_state_dict(from_hf_state_dict(_read_safetensors(path), mcfg))
     except ValueError as e:
         raise UserError(f"{path}: {e}") from None
-    export_info = _read_json(path / EXPORT_INFO_FILE) if (path / EXPORT_INFO_FILE).is_file() else {}
+    except RuntimeError as e:  # wrong shapes: the weights were not made for this config.json
+        first = next((ln.strip() for ln in str(e).splitlines()[1:] if ln.strip()), str(e).splitlines()[0])
+        raise UserError(f"{path}: the weights do not match its config.json ({first})") from None
+    export_info = (received.read_json(path / EXPORT_INFO_FILE, received.EXPORT_INFO)
+                   if (path / EXPORT_INFO_FILE).is_file() else {})
     tok = _hf_dir_tokenizer(path) if with_tokenizer and (path / "tokenizer.json").is_file() else None
+    if tok is not None and tok.vocab_size > mcfg.vocab_size:
+        raise UserError(f"{path}: its tokenizer has {tok.vocab_size:,} tokens but the model's embedding only "
+                        f"{mcfg.vocab_size:,} rows: the tokenizer does not belong to these weights")
     context = export_info.get("train_seq_len") or min(mcfg.max_seq_len, 2048)
     return Loaded(model, tok, "hf", path, context_len=context, info={"hf_config": config, "export": export_info})
 

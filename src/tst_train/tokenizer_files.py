@@ -70,7 +70,8 @@ def has_snapshot(run_dir: Path) -> bool:
 def run_data(run_dir: Path, data_path: str) -> dict:
     """``{"path", "meta"}`` of a run's data: the run's own copy, else (older runs) the data directory."""
     if has_snapshot(run_dir):
-        return json.loads((run_dir / DATA_FILE).read_text())
+        from .received import Field, read_json
+        return read_json(run_dir / DATA_FILE, (Field("meta", dict, False, nullable=True), Field("path", str, False)))
     return {"path": os.path.abspath(data_path), "meta": read_meta(data_path)}
 
 

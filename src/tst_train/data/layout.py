@@ -136,6 +136,10 @@ def check_data_dir(data_dir) -> dict:
         if not isinstance(info, dict) or not isinstance(info.get("tokens"), int) or info["tokens"] < 0:
             raise UserError(f"{data_dir}/meta.json has no token count for split {name!r}: {redo}")
         shards = split_shards(meta, name)
+        if isinstance(shards, list):
+            from ..received import SHARD, check
+            for shard in shards:
+                check(shard, SHARD, f"{data_dir}/meta.json (a shard of split {name!r})")
         if not isinstance(shards, list) or not shards or sum(s.get("tokens", -1) for s in shards) != info["tokens"]:
             raise UserError(f"{data_dir}/meta.json: the shards of split {name!r} do not add up to its "
                             f"{info['tokens']:,} tokens: {redo}")

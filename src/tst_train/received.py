@@ -1,0 +1,82 @@
+"""One validation layer for the metadata files a user may receive from someone else: a Hugging Face model's
+``config.json`` and our ``tst_export.json``, a data folder's ``meta.json`` shard entries, a run directory's JSON.
+
+Each file has a table of fields — name, type, whether it must be there, and the range its value must lie in — and
+:func:`check` raises a one-line ``UserError`` naming the file and the field, before any of it is used. Cross-field
+rules (an end-of-text id inside the vocabulary, a tokenizer no larger than the embedding) follow the table.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import UserError
+
+
+@dataclass(frozen=True)
+class Field:
+    name: str
+    kind: type | tuple  # the JSON type(s) the value must have
+    required: bool = True
+    low: float | None = None  # inclusive
+    nullable: bool = False
+
+    def problem(self, obj: dict) -> str | None:
+        if self.name not in obj:
+            return "is missing" if self.required else None
+        value = obj[self.name]
+        if value is None:
+            return None if self.nullable or not self.required else "is null"
+        kinds = self.kind if isinstance(self.kind, tuple) else (self.kind,)
+        if isinstance(value, bool) and bool not in kinds or not isinstance(value, kinds):
+            return f"is {value!r}, not {' or '.join(k.__name__ for k in kinds)}"
+        if self.low is not None and isinstance(value, (int, float)) and value < self.low:
+            return f"is {value!r}, below {self.low:g}"
+        return None
+
+
+POSITIVE, NUMBER = 1, (int, float)
+HF_CONFIG = (Field("hidden_size", int, low=POSITIVE), Field("intermediate_size", int, low=POSITIVE),
+             Field("num_hidden_layers", int, low=POSITIVE), Field("num_attention_heads", int, low=POSITIVE),
+             Field("num_key_value_heads", int, False, POSITIVE, True), Field("vocab_size", int, low=POSITIVE),
+             Field("head_dim", int, False, POSITIVE, True), Field("max_position_embeddings", int, False, POSITIVE),
+             Field("rms_norm_eps", NUMBER, False, 0), Field("rope_theta", NUMBER, False, POSITIVE),
+             Field("tie_word_embeddings", bool, False), Field("initializer_range", NUMBER, False, 0),
+             Field("eos_token_id", (int, list), False, 0, True), Field("bos_token_id", int, False, 0, True))
+EXPORT_INFO = (Field("train_seq_len", int, False, POSITIVE), Field("step", int, False, 0, True),
+               Field("data_position", int, False, 0, True), Field("data_path", str, False, nullable=True))
+SHARD = (Field("file", str), Field("tokens", int, low=0), Field("documents", int, False, 0),
+         Field("docs_file", str, False), Field("sample_sha256", str, False))
+
+
+def check(obj, fields: tuple[Field, ...], source: str) -> dict:
+    """``obj`` if it is a JSON object whose fields meet ``fields``; else one line naming ``source`` and the field."""
+    if not isinstance(obj, dict):
+        raise UserError(f"{source} does not hold a JSON object")
+    for f in fields:
+        problem = f.problem(obj)
+        if problem:
+            raise UserError(f"{source}: field {f.name!r} {problem}")
+    return obj
+
+
+def read_json(path: Path, fields: tuple[Field, ...] = ()) -> dict:
+    """A received JSON file, parsed and checked; unreadable or malformed is one line."""
+    try:
+        obj = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        raise UserError(f"cannot read {path}: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from None
+    return check(obj, fields, str(path))
+
+
+def check_hf_config(config: dict, source: str) -> dict:
+    """A Hugging Face ``config.json``: the table, then the ids inside the vocabulary."""
+    check(config, HF_CONFIG, source)
+    vocab = config["vocab_size"]
+    for key in ("eos_token_id", "bos_token_id"):
+        ids = config.get(key)
+        for i in ids if isinstance(ids, list) else [ids]:
+            if i is not None and (not isinstance(i, int) or isinstance(i, bool) or not 0 <= i < vocab):
+                raise UserError(f"{source}: field {key!r} holds {i!r}, outside the vocabulary of {vocab:,}")
+    return config

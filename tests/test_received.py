@@ -1,0 +1,81 @@
+"""The validation layer for received metadata: every field of each table, wrong in each way, is one line naming the
+file and the field — never a traceback, never a silent use."""
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+
+from tst_train import api, received
+from tst_train.cli import main
+from tst_train.errors import UserError
+
+WRONG = {int: ["7", 2.5, True], float: ["x"], bool: ["yes", 1], str: [3], (int, float): ["x", True],
+         (int, list): ["x"], dict: [[1]]}
+
+
+def _cases(fields):
+    for f in fields:
+        kinds = f.kind if isinstance(f.kind, tuple) else (f.kind,)
+        for bad in WRONG.get(f.kind, WRONG.get(kinds[0], [])):
+            yield f.name, bad, "not"
+        if f.low is not None:
+            yield f.name, f.low - 1, "below"
+        if f.required:
+            yield f.name, KeyError, "missing"
+
+
+@pytest.mark.parametrize("table", ["HF_CONFIG", "EXPORT_INFO", "SHARD"])
+def test_every_field_of_every_table_is_checked(table):
+    fields = getattr(received, table)
+    good = {f.name: (f.low if f.low is not None else 1) if f.kind in (int, float, received.NUMBER) else
+            {str: "x", bool: True, (int, list): 0}.get(f.kind, 1) for f in fields}
+    received.check(dict(good), fields, "f.json")
+    for name, bad, words in _cases(fields):
+        obj = dict(good)
+        if bad is KeyError:
+            del obj[name]
+        else:
+            obj[name] = bad
+        with pytest.raises(UserError, match=f"f.json: field '{name}' .*{words}"):
+            received.check(obj, fields, "f.json")
+
+
+def test_ids_outside_the_vocabulary_and_a_non_object(tmp_path):
+    base = {f.name: 4 for f in received.HF_CONFIG if f.required}
+    with pytest.raises(UserError, match="'eos_token_id' holds 9, outside the vocabulary of 4"):
+        received.check_hf_config(base | {"eos_token_id": [1, 9]}, "config.json")
+    with pytest.raises(UserError, match="does not hold a JSON object"):
+        received.check([1, 2], received.HF_CONFIG, "config.json")
+    (tmp_path / "bad.json").write_bytes(b"\xff\xfe{")
+    with pytest.raises(UserError, match="cannot read"):
+        received.read_json(tmp_path / "bad.json")
+
+
+@pytest.mark.parametrize("edit,expected", [
+    (lambda c: c.pop("hidden_size"), "'hidden_size' is missing"),
+    (lambda c: c.update(hidden_size="64"), "'hidden_size' is '64', not int"),
+    (lambda c: c.update(eos_token_id=99999), "outside the vocabulary"),
+    (lambda c: c.update(vocab_size=100), "do not match its config.json"),
+])
+def test_a_malformed_export_is_one_line_in_every_command(tiny_run, tiny_data, tmp_path, capsys, edit, expected):
+    hf = tmp_path / "hf"
+    api.export(tiny_run, hf)
+    config = json.loads((hf / "config.json").read_text())
+    edit(config)
+    (hf / "config.json").write_text(json.dumps(config))
+    for argv in (["eval", str(hf), "--data", str(tiny_data), "--tasks", "cloze", "--limit", "2"],
+                 ["generate", str(hf), "--prompt", "It is", "--max-new-tokens", "2"]):
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert expected in err and err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_a_malformed_run_record_is_one_line(tiny_run, tmp_path, capsys):
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    (run / "data.json").write_text("{bad")
+    assert main(["eval", str(run), "--tasks", "cloze", "--limit", "2"]) == 2
+    err = capsys.readouterr().err
+    assert "cannot read" in err and "data.json" in err and err.count("\n") == 1
