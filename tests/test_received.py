@@ -79,3 +79,12 @@ def test_a_malformed_run_record_is_one_line(tiny_run, tmp_path, capsys):
     assert main(["eval", str(run), "--tasks", "cloze", "--limit", "2"]) == 2
     err = capsys.readouterr().err
     assert "cannot read" in err and "data.json" in err and err.count("\n") == 1
+
+
+def test_non_utf8_jsonl_is_refused_like_non_utf8_text(tmp_path):
+    from tst_train.data.prepare import prepare
+    src = tmp_path / "docs.jsonl"
+    src.write_bytes(b'{"text": "caf\xe9 au lait, a longer line of text"}\n' * 5)
+    with pytest.raises(UserError, match="is not UTF-8 text"):
+        prepare([str(src)], tmp_path / "out", vocab_size=300)
+    assert not (tmp_path / "out").exists()

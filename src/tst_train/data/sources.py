@@ -259,7 +259,7 @@ def _read_jsonl(leaf: Leaf, opts: ReadOptions, on_skip: SkipFn | None) -> Iterat
     path, field = leaf.path, opts.text_field
     opener = gzip.open if path.endswith(".gz") else lzma.open if path.endswith(".xz") else open
     try:
-        with opener(path, "rt", encoding="utf-8", errors="replace") as f:
+        with opener(path, "rt", encoding="utf-8") as f:  # as for .txt: not UTF-8 is refused, never replaced
             for lineno, line in enumerate(f, 1):
                 if not line.strip():
                     continue
@@ -274,6 +274,9 @@ def _read_jsonl(leaf: Leaf, opts: ReadOptions, on_skip: SkipFn | None) -> Iterat
                 doc = _as_document(obj[field], f"{path} line {lineno}", field, opts)
                 if doc is not None:
                     yield doc
+    except UnicodeDecodeError as e:
+        raise UserError(f"{path} is not UTF-8 text (byte {e.start} of a line: {e.reason}): pass UTF-8 JSONL "
+                        "(e.g. `iconv -f latin1 -t utf-8`)") from None
     except (OSError, EOFError, lzma.LZMAError) as e:
         raise UserError(f"cannot read {path}: {e} (corrupt or truncated file?)") from None
 
