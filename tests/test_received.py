@@ -88,3 +88,23 @@ def test_non_utf8_jsonl_is_refused_like_non_utf8_text(tmp_path):
     with pytest.raises(UserError, match="is not UTF-8 text"):
         prepare([str(src)], tmp_path / "out", vocab_size=300)
     assert not (tmp_path / "out").exists()
+
+
+def test_a_checkpoint_rotated_away_while_reading_is_retried_not_called_damaged(tiny_run, tmp_path, monkeypatch):
+    """`tst eval` on a run that is still training: rotation may remove the newest checkpoint between listing and
+    reading. That is said as such and the newest remaining one is taken — not reported as damage."""
+    from tst_train import checkpoint
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    newest = checkpoint.list_checkpoints(run / "checkpoints")[-1]
+    real, notes = checkpoint.verify, []
+
+    def rotating(path):
+        if path == newest and path.exists():
+            shutil.rmtree(path)  # the training process's rotation, mid-read
+        return real(path)
+
+    monkeypatch.setattr(checkpoint, "verify", rotating)
+    found = checkpoint.latest_valid(run / "checkpoints", warn=notes.append)
+    assert found == checkpoint.list_checkpoints(run / "checkpoints")[-1] != newest
+    assert len(notes) == 1 and "replaced while reading" in notes[0] and "damaged" not in notes[0]

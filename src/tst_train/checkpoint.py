@@ -270,14 +270,22 @@ def _fsync_dir(path: Path) -> None:
 
 def latest_valid(ckpt_root: Path, warn=print) -> Path | None:
     """The newest checkpoint that passes :func:`verify`; damaged newer ones are reported and skipped."""
-    found = list_checkpoints(ckpt_root)
-    for path in reversed(found):
-        try:
-            verify(path)
-            return path
-        except UserError as e:
-            older = "an older one" if path != found[0] else "none is left"
-            warn(f"warning: {e}; trying {older}")
+    for _ in range(3):  # a training process may rotate checkpoints away while we look: then look again
+        found = list_checkpoints(ckpt_root)
+        rotated = False
+        for path in reversed(found):
+            try:
+                verify(path)
+                return path
+            except UserError as e:
+                if not path.exists():  # removed by rotation between listing and reading: not damage
+                    warn(f"note: {path.name} was replaced while reading (a run is training there); retrying")
+                    rotated = True
+                    break
+                older = "an older one" if path != found[0] else "none is left"
+                warn(f"warning: {e}; trying {older}")
+        if not rotated:
+            break
     if found:
         raise UserError(f"every checkpoint in {ckpt_root} is damaged; the run cannot resume (start a new --out)")
     return None

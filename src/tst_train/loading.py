@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -106,12 +107,20 @@ def _load_run(run_dir: Path, step: int | None, with_tokenizer: bool) -> Loaded:
                         "boundary, every --checkpoint-every steps and at the end)")
     if step is not None and step not in steps:
         raise UserError(f"{run_dir} has no checkpoint at step {step}; saved steps: {', '.join(map(str, sorted(steps)))}")
-    path = steps[step] if step is not None else checkpoint.latest_valid(run_dir / "checkpoints")
-    step = int(path.name.removeprefix("step_"))
     data = tokenizer_files.run_data(run_dir, cfg.data.path)  # the run's own copy of the data's meta
     mcfg = build_model(cfg, data["meta"]["vocab_size"])
     model = Transformer(mcfg)
-    checkpoint.load_model_weights(path, model, fingerprint(cfg, mcfg, data["meta"]))
+    for attempt in range(3):
+        path = steps[step] if step is not None else checkpoint.latest_valid(run_dir / "checkpoints")
+        try:
+            checkpoint.load_model_weights(path, model, fingerprint(cfg, mcfg, data["meta"]))
+            break
+        except UserError:
+            if step is not None or path.exists() or attempt == 2:
+                raise
+            # the newest checkpoint was rotated away while being read (a run is training there): take the newer one
+            print(f"note: {path.name} was replaced while reading (a run is training there); retrying", file=sys.stderr)
+    step = int(path.name.removeprefix("step_"))
     tok = tokenizer_files.run_tokenizer(run_dir, cfg.data.path) if with_tokenizer else None
     return Loaded(model, tok, "run", run_dir, step=step, total_steps=cfg.train.steps,
                   completed=step >= cfg.train.steps,
