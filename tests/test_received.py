@@ -108,3 +108,49 @@ def test_a_checkpoint_rotated_away_while_reading_is_retried_not_called_damaged(t
     found = checkpoint.latest_valid(run / "checkpoints", warn=notes.append)
     assert found == checkpoint.list_checkpoints(run / "checkpoints")[-1] != newest
     assert len(notes) == 1 and "replaced while reading" in notes[0] and "damaged" not in notes[0]
+
+
+def test_disk_full_during_a_checkpoint_is_one_line(tiny_data, tmp_path, capsys, monkeypatch):
+    """torch.distributed.checkpoint wraps the OSError in a CheckpointException (a BaseException): one line."""
+    from torch.distributed.checkpoint.api import CheckpointException, _wrap_exception
+
+    from tst_train import checkpoint
+
+    def full(*a, **k):
+        try:
+            raise OSError(28, "No space left on device")
+        except OSError as e:
+            raise CheckpointException("write failed", {0: _wrap_exception(e)}) from None
+
+    monkeypatch.setattr(checkpoint.dcp, "save", full)
+    code = main(["train", "--data", str(tiny_data), "--out", str(tmp_path / "run"), "--preset", "tiny", "--steps", "2",
+                 "--batch-size", "2", "--seq-len", "16", "--eval.tokens=256", "--log.progress=false",
+                 "--log.tensorboard=false"])
+    err = capsys.readouterr().err
+    assert code == 2 and "no space left on device" in err and err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_disk_full_or_read_only_in_export_and_prepare_is_one_line(tiny_run, tmp_path, capsys, monkeypatch):
+    import errno
+
+    import safetensors.torch
+
+    def full(*a, **k):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(safetensors.torch, "save_file", full)
+    assert main(["export", "--run", str(tiny_run), "--out", str(tmp_path / "hf")]) == 2
+    err = capsys.readouterr().err
+    assert "exporting to" in err and "no space left on device" in err and err.count("\n") == 1
+    assert not (tmp_path / "hf").exists()  # nothing half-written
+    from tst_train.data import shards
+
+    def read_only(*a, **k):
+        raise OSError(errno.EROFS, "Read-only file system")
+
+    monkeypatch.setattr(shards, "encode_chunk", read_only)
+    assert main(["prepare", "--input", "bundled", "--out", str(tmp_path / "d"), "--vocab-size", "300",
+                 "--max-docs", "20"]) == 2
+    err = capsys.readouterr().err  # prepare says what it keeps for a rerun, then the one error line
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("error: preparing") and last.endswith("read-only file system") and "Traceback" not in err

@@ -42,6 +42,15 @@ def io_errors(action: str):
         if "write failed" in text or "No space left" in text or "enforce fail" in text and "inline_container" in text:
             raise UserError(f"{action}: the write failed — is the disk full? (no space left on device)") from None
         raise
+    except BaseException as e:
+        # torch.distributed.checkpoint wraps each rank's failure in a CheckpointException (a BaseException)
+        failures = getattr(e, "failures", None) if type(e).__name__ == "CheckpointException" else None
+        for wrapped in (failures or {}).values():
+            inner = wrapped[0] if isinstance(wrapped, tuple) else wrapped
+            if isinstance(inner, OSError):
+                reason = _REASONS.get(inner.errno, inner.strerror or str(inner))
+                raise UserError(f"{action}: {reason}") from None
+        raise
 
 
 _REASONS = {errno.ENOSPC: "no space left on device", errno.EROFS: "read-only file system",

@@ -51,8 +51,10 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
 
 def prepare_command(argv: list[str] | None = None) -> int:
     args = build_parser(ArgumentParser(prog="tst prepare", description=DESCRIPTION)).parse_args(argv)
-    prepare(args.input, args.out, vocab_size=args.vocab_size, tokenizer=args.tokenizer,
-            val_fraction=args.val_fraction, seed=args.seed, workers=args.workers, text_field=args.text_field,
-            max_docs=args.max_docs, overwrite=args.overwrite, shard_tokens=args.shard_tokens, task=args.task,
-            plan_only=args.plan_only)
+    from ..errors import io_errors
+    with io_errors(f"preparing {args.out}"):  # disk full, read-only: one line naming the cause
+        prepare(args.input, args.out, vocab_size=args.vocab_size, tokenizer=args.tokenizer,
+                val_fraction=args.val_fraction, seed=args.seed, workers=args.workers, text_field=args.text_field,
+                max_docs=args.max_docs, overwrite=args.overwrite, shard_tokens=args.shard_tokens, task=args.task,
+                plan_only=args.plan_only)
     return 0

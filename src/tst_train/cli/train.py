@@ -63,6 +63,8 @@ def export_command(argv: list[str]) -> int:
     p.add_argument("--out", required=True, help="output directory (must not exist, or be empty)")
     args = p.parse_args(argv)
     from .. import api
-    out = api.export(args.run, args.out, args.step)
+    from ..errors import io_errors
+    with io_errors(f"exporting to {args.out}"):  # disk full, read-only: one line naming the cause
+        out = api.export(args.run, args.out, args.step)
     print(f"exported {args.run} → {out}")
     return 0
