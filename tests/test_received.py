@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 
+import numpy as np
 import pytest
 
 from tst_train import api, received
@@ -154,3 +155,22 @@ def test_disk_full_or_read_only_in_export_and_prepare_is_one_line(tiny_run, tmp_
     err = capsys.readouterr().err  # prepare says what it keeps for a rerun, then the one error line
     last = err.strip().splitlines()[-1]
     assert last.startswith("error: preparing") and last.endswith("read-only file system") and "Traceback" not in err
+
+
+@pytest.mark.parametrize("tokenizer", ["bpe", "tiktoken:cl100k_base"])
+def test_a_long_document_in_pieces_gives_the_same_ids(tmp_path, monkeypatch, tokenizer):
+    """One huge document is tokenized in pieces cut where the pre-tokenizer splits anyway: the same ids as whole."""
+    from tst_train.data import shards
+    from tst_train.data import tokenizer as tokenizer_mod
+    from tst_train.data.tokenizer import load_tiktoken, train_bpe
+    text = ("It's 12345 apples,  and 6789 pears...  Well -- said she; \"no!\" " * 400 + "naïve café ² _x_ \n\n") * 5
+    tok = train_bpe([text], 400) if tokenizer == "bpe" else load_tiktoken("cl100k_base")
+    assert tokenizer_mod.splits_safely(tok)
+    whole = np.asarray(tok.encode(text), dtype=np.int64)
+    monkeypatch.setattr(tokenizer_mod, "LONG_DOC_CHARS", 997)  # many cuts, at odd places
+    pieces = tokenizer_mod.pieces_of(text)
+    assert len(pieces) > 50 and "".join(pieces) == text
+    ids, table = shards.encode_chunk(tok, ["a short one", text, "another"], 1, "test")
+    n0 = len(tok.encode("a short one"))
+    assert np.array_equal(ids[n0 + 1:n0 + 1 + whole.size].astype(np.int64), whole)
+    assert table[1, 0] == whole.size + 1

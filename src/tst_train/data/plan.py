@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from tst_train.data import tokenizer as tokenizer_mod
 from tst_train.data.sources import Leaf, ReadOptions, iter_from
 from tst_train.data.tokenizer import Tokenizer, train_bpe
 from tst_train.errors import UserError
@@ -111,8 +112,9 @@ def train_tokenizer(leaves: list[Leaf], opts: ReadOptions, n_docs: int, val_docs
         for i, (_, _, doc) in enumerate(iter_from(leaves, opts)):
             if i >= n_docs:
                 return
-            if not is_val[i]:
-                yield doc
+            if not is_val[i]:  # a long document in pieces (the same word counts: cut where words split anyway)
+                long = isinstance(doc, str) and len(doc) > tokenizer_mod.LONG_DOC_CHARS
+                yield from tokenizer_mod.pieces_of(doc) if long else [doc]
 
     print(f"training a {vocab_size:,}-token BPE on {n_docs - len(val_docs):,} training documents", file=sys.stderr)
     return train_bpe(texts(), vocab_size, workers, length=n_docs - len(val_docs))

@@ -25,6 +25,7 @@ from typing import Iterator
 
 import numpy as np
 
+from tst_train.data import tokenizer as tokenizer_mod
 from tst_train.data.layout import sample_sha256, shard_names
 from tst_train.data.plan import doc_weight
 from tst_train.data.sources import Leaf, ReadOptions, iter_from
@@ -138,19 +139,35 @@ def _text_batches(docs: list) -> Iterator[tuple[int, int]]:
             a += 1
             continue
         b, weight = a, 0
-        while b < len(docs) and isinstance(docs[b], str) and (b == a or weight < ENCODE_BATCH_WEIGHT):
+        while b < len(docs) and isinstance(docs[b], str) and (b == a or (weight < ENCODE_BATCH_WEIGHT
+                                                                         and len(docs[b]) <= tokenizer_mod.LONG_DOC_CHARS)):
             weight += doc_weight(docs[b])
             b += 1
+            if len(docs[b - 1]) > tokenizer_mod.LONG_DOC_CHARS:  # a long document is encoded on its own, in pieces
+                break
         yield a, b
         a = b
+
+
+def _encode_long(tok: Tokenizer, text: str, workers: int | None) -> np.ndarray:
+    """One long document's ids, encoded piece by piece (a few pieces at a time) and joined."""
+    pieces = tokenizer_mod.pieces_of(text)
+    out = []
+    for i in range(0, len(pieces), 4):
+        out += [np.asarray(ids, dtype=np.int64) for ids in tok.encode_batch(pieces[i:i + 4], workers)]
+    return np.concatenate(out) if out else np.zeros(0, dtype=np.int64)
 
 
 def encode_chunk(tok: Tokenizer, docs: list, workers: int | None, where: str) -> tuple[np.ndarray, np.ndarray]:
     """(ids of every document each followed by eos, as the storage dtype; (documents, 2) [tokens, bytes])."""
     pieces, table = [], np.zeros((len(docs), 2), dtype=np.int64)
     eos = np.array([tok.eos_id], dtype=np.int64)
+    safe = tokenizer_mod.splits_safely(tok)
     for a, b in _text_batches(docs):
-        if isinstance(docs[a], str):
+        if isinstance(docs[a], str) and safe and b == a + 1 and len(docs[a]) > tokenizer_mod.LONG_DOC_CHARS:
+            encoded = [_encode_long(tok, docs[a], workers)]
+            nbytes = [doc_weight(docs[a])]
+        elif isinstance(docs[a], str):
             encoded = [np.asarray(ids, dtype=np.int64) for ids in tok.encode_batch(docs[a:b], workers)]
             nbytes = [doc_weight(d) for d in docs[a:b]]
         else:  # pre-tokenized: no tokenizer run; the bytes (for bits per byte) from decoding

@@ -8,7 +8,9 @@ and ``tiktoken``; training a byte-level BPE from a stream of documents; loading 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
+import re
 from typing import Iterable
 
 from tst_train.errors import UserError
@@ -208,3 +210,38 @@ def load_tokenizer(data_dir) -> Tokenizer:
 
     data_dir = os.fspath(data_dir)
     return tokenizer_from(data_dir, read_meta(data_dir))
+
+
+# A document longer than this is tokenized in pieces, so memory stays flat whatever its size (the tokenizer's
+# per-token bookkeeping is ~100x the text); cut where the pre-tokenizer splits anyway, so the ids are the same.
+LONG_DOC_CHARS = 1 << 20
+_SAFE_CUT = re.compile(r"(?<=\S) (?=\S)")  # a single space between two non-space characters
+
+
+def splits_safely(tok: Tokenizer) -> bool:
+    """Whether cutting before a space that starts a word leaves the ids unchanged: tiktoken's encodings and
+    byte-level BPE without a prefix space or normaliser (ours), whose pre-tokenisers split there anyway."""
+    if tok.kind == "tiktoken":
+        return True
+    try:
+        spec = json.loads(tok._impl.to_str())  # the tokenizer.json it would save
+    except Exception:
+        return False
+    pre = spec.get("pre_tokenizer") or {}
+    return (spec.get("normalizer") is None and pre.get("type") == "ByteLevel" and not pre.get("add_prefix_space")
+            and pre.get("use_regex", True))
+
+
+def pieces_of(text: str, size: int | None = None) -> list[str]:
+    """``text`` cut into pieces of about ``size`` characters, each cut before a space between two non-space
+    characters (the rest stays whole when there is no such space)."""
+    size = LONG_DOC_CHARS if size is None else size
+    out, start = [], 0
+    while len(text) - start > size:
+        m = _SAFE_CUT.search(text, start + size)
+        if m is None:
+            break
+        out.append(text[start:m.start()])
+        start = m.start()
+    out.append(text[start:])
+    return out
