@@ -174,3 +174,16 @@ def test_a_long_document_in_pieces_gives_the_same_ids(tmp_path, monkeypatch, tok
     n0 = len(tok.encode("a short one"))
     assert np.array_equal(ids[n0 + 1:n0 + 1 + whole.size].astype(np.int64), whole)
     assert table[1, 0] == whole.size + 1
+
+
+def test_bad_prompts_and_an_eval_out_that_is_a_directory_are_one_line(tiny_run, tmp_path, capsys):
+    bad = tmp_path / "prompts.txt"
+    bad.write_bytes(b"\xff\xfeabc\n")
+    (tmp_path / "outdir").mkdir()
+    for argv, expected in ((["generate", str(tiny_run), "--prompt", "\udc80abc", "--max-new-tokens", "2"], "not valid Unicode"),
+                           (["generate", str(tiny_run), "--prompts-file", str(bad), "--max-new-tokens", "2"], "not UTF-8"),
+                           (["eval", str(tiny_run), "--tasks", "cloze", "--limit", "2", "--out", str(tmp_path / "outdir")],
+                            "is a directory")):
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert expected in err and err.count("\n") == 1, err

@@ -51,6 +51,8 @@ def eval_command(argv: list[str]) -> int:
         return 0
     if not args.model:
         raise UserError("no model: pass RUN_DIR, RUN_DIR:STEP or an HF directory (see `tst eval --help`)")
+    if args.out and Path(args.out).is_dir():  # checked before the evaluation, not after it
+        raise UserError(f"--out {args.out} is a directory: name the JSON file to write (e.g. {args.out}/scores.json)")
     tasks = parse_tasks(args.tasks)
     limit = positive_int(args.limit, "--limit") if args.limit else None
     eval_tokens = positive_int(args.eval_tokens, "--eval-tokens") if args.eval_tokens else None

@@ -42,7 +42,16 @@ def read_prompts(args) -> list[str]:
         path = Path(args.prompts_file)
         if not path.is_file():
             raise UserError(f"--prompts-file {path} does not exist")
-        prompts += [line.replace("\\n", "\n") for line in path.read_text().splitlines() if line.strip()]
+        try:
+            text = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError as e:
+            raise UserError(f"--prompts-file {path} is not UTF-8 text (byte {e.start}: {e.reason})") from None
+        prompts += [line.replace("\\n", "\n") for line in text.splitlines() if line.strip()]
+    for prompt in prompts:
+        try:
+            prompt.encode("utf-8")
+        except UnicodeEncodeError:  # e.g. a lone surrogate from a shell's undecodable bytes
+            raise UserError(f"a prompt is not valid Unicode text ({prompt!r}): pass UTF-8 text") from None
     if not prompts:
         raise UserError("no prompt: pass --prompt TEXT (an empty one starts a new document) or --prompts-file FILE")
     return prompts
