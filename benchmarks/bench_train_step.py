@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import statistics
 import sys
 import tempfile
@@ -41,6 +40,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from gpu_train import synthetic_data  # noqa: E402
 from tst_train.config import Config  # noqa: E402
 from tst_train.experiments import stats  # noqa: E402
+from tst_train.experiments.report import machine_description  # noqa: E402
 from tst_train.hf_format import hf_config_dict, to_hf_state_dict  # noqa: E402
 from tst_train.model import scaled_shape  # noqa: E402
 from tst_train.train import Trainer  # noqa: E402
@@ -184,16 +184,8 @@ def measure(args, work: Path) -> dict:
 
 
 def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
-    except OSError:
-        pass
-    get = getattr(getattr(torch.backends, "cpu", None), "get_cpu_capability", None)
     import transformers
-    return (f"{cpu} ({get() if get else '?'} kernels), 1 thread; torch {torch.__version__}, "
-            f"transformers {transformers.__version__}")
+    return f"{machine_description()}; 1 thread; transformers {transformers.__version__}"
 
 
 def report(r: dict) -> str:

