@@ -79,6 +79,10 @@ def _main(argv: list[str] | None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    finally:
+        distributed = sys.modules.get("tst_train.distributed")  # set up only by commands that run a model
+        if distributed is not None:
+            distributed.cleanup()
 
 
 if __name__ == "__main__":
