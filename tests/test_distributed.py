@@ -25,15 +25,25 @@ def flags(data) -> list[str]:
             "--log.tensorboard=false", "--eval.tokens=2048", "--checkpoint.keep=5"]
 
 
-def run(cmd: list[str]) -> None:
+# A known flake of this CPU setup, not of the training: now and then, in a full-suite run only, a gloo rank aborts
+# at process exit ("terminate called without an active exception", SIGABRT) after its run has finished and
+# written everything. Such a run is trained again from scratch, once; any other failure fails the test.
+TEARDOWN_ABORT = "terminate called without an active exception"
+
+
+def run(cmd: list[str], retry_dir=None) -> None:
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
-    p = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    for attempt in range(2):
+        p = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+        if p.returncode == 0 or retry_dir is None or attempt or TEARDOWN_ABORT not in p.stderr:
+            break
+        shutil.rmtree(retry_dir, ignore_errors=True)
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
 
 
-def torchrun(nproc: int, *args) -> None:
+def torchrun(nproc: int, *args, retry_dir=None) -> None:
     run([sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
-         "-m", "tst", *args])
+         "-m", "tst", *args], retry_dir)
 
 
 def records(run_dir, key):
@@ -49,7 +59,7 @@ def assert_close(a, b, rel=2e-5):
 @pytest.fixture(scope="module")
 def two_rank_run(tiny_data, tmp_path_factory):
     out = tmp_path_factory.mktemp("fsdp") / "two"
-    torchrun(2, "train", "--out", str(out), *flags(tiny_data))
+    torchrun(2, "train", "--out", str(out), *flags(tiny_data), retry_dir=out)
     return out
 
 
