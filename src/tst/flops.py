@@ -10,14 +10,20 @@ __all__ = ["flops_per_position", "decoder_matmul_params", "training_flops_per_po
 
 
 def decoder_matmul_params(d_model: int, n_layers: int, n_heads: int, n_kv_heads: int, ffn_dim: int,
-                          vocab_size: int) -> int:
-    """Parameters that take part in matmuls for a Llama-style decoder: attention, SwiGLU and LM head.
+                          vocab_size: int, *, n_experts: int = 0, top_k: int = 0, shared_ffn_dim: int = 0) -> int:
+    """Parameters that take part in a position's matmuls for a Llama-style decoder: attention, SwiGLU and LM head.
 
-    The input embedding is a lookup (no matmul) and norms are elementwise, so neither counts.
+    With ``n_experts`` (a mixture of experts, each a SwiGLU of width ``ffn_dim``) a position goes through the
+    router (``d_model × n_experts``), its ``top_k`` experts and the shared expert (width ``shared_ffn_dim``) —
+    the *active* parameters; the other experts cost it nothing. The input embedding is a lookup (no matmul)
+    and norms are elementwise, so neither counts.
     """
     head_dim = d_model // n_heads
     attn = d_model * head_dim * (n_heads + 2 * n_kv_heads) + n_heads * head_dim * d_model
-    mlp = 3 * d_model * ffn_dim
+    if n_experts:
+        mlp = d_model * n_experts + top_k * 3 * d_model * ffn_dim + 3 * d_model * shared_ffn_dim
+    else:
+        mlp = 3 * d_model * ffn_dim
     return n_layers * (attn + mlp) + d_model * vocab_size
 
 
@@ -33,7 +39,10 @@ def training_flops_per_position(matmul_params: int, n_layers: int, d_model: int,
 
 
 def flops_per_position(*, dim: int, n_layers: int, n_heads: int, n_kv_heads: int, ffn_dim: int,
-                       vocab_size: int, seq_len: int) -> float:
-    """Training FLOPs per position of a Llama-style decoder at a context of ``seq_len`` latent positions."""
-    n = decoder_matmul_params(dim, n_layers, n_heads, n_kv_heads, ffn_dim, vocab_size)
+                       vocab_size: int, seq_len: int, n_experts: int = 0, top_k: int = 0,
+                       shared_ffn_dim: int = 0) -> float:
+    """Training FLOPs per position of a Llama-style decoder at a context of ``seq_len`` latent positions
+    (a mixture of experts: counted on its active parameters, see :func:`decoder_matmul_params`)."""
+    n = decoder_matmul_params(dim, n_layers, n_heads, n_kv_heads, ffn_dim, vocab_size, n_experts=n_experts,
+                              top_k=top_k, shared_ffn_dim=shared_ffn_dim)
     return training_flops_per_position(n, n_layers, dim, seq_len)

@@ -13,7 +13,8 @@ from .model import model_config
 def build_model(cfg: Config, vocab_size: int):
     m = cfg.model
     overrides = {k: v for k, v in (("dim", m.dim), ("n_layers", m.n_layers), ("n_heads", m.n_heads),
-                                   ("n_kv_heads", m.n_kv_heads), ("ffn_dim", m.ffn_dim)) if v}
+                                   ("n_kv_heads", m.n_kv_heads), ("ffn_dim", m.ffn_dim), ("n_experts", m.n_experts),
+                                   ("top_k", m.top_k)) if v}
     try:
         mcfg = model_config(cfg.model.preset, vocab_size, tie_embeddings=cfg.model.tie_embeddings, **overrides)
     except ValueError as e:

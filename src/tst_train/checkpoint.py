@@ -131,7 +131,7 @@ def list_checkpoints(ckpt_root: Path) -> list[Path]:
     if not ckpt_root.is_dir():
         return []
     done = [p for p in ckpt_root.iterdir() if p.is_dir() and p.name.startswith("step_")
-            and not p.name.endswith(".tmp") and (p / INFO_FILE).is_file()]
+            and p.name.removeprefix("step_").isdigit() and (p / INFO_FILE).is_file()]
     return sorted(done, key=lambda p: p.name)
 
 
@@ -217,8 +217,26 @@ def read_trainer_state(path: Path) -> dict:
 
 def _read_state(path: Path) -> dict:
     if (path / STATE_FILE).is_file():
-        return _decode_state(json.loads((path / STATE_FILE).read_text()))
-    return torch.load(path / LEGACY_STATE_FILE, weights_only=True)  # tensors and primitives only
+        source, state = path / STATE_FILE, _decode_state(json.loads((path / STATE_FILE).read_text()))
+    else:
+        source, state = path / LEGACY_STATE_FILE, torch.load(path / LEGACY_STATE_FILE, weights_only=True)
+    return _check_state(state, str(source), step_of(path))
+
+
+def _check_state(state, source: str, step: int) -> dict:
+    """A trainer state's fields, each with its type and range (``received.TRAINER_STATE``), the step its checkpoint
+    is named after, and an RNG state torch accepts — else one line naming the file and the field. The manifest
+    cannot vouch for these: anyone who edits the file can rewrite the manifest to match."""
+    from .received import LOADER_STATE, TRAINER_STATE, check
+    check(state, TRAINER_STATE, source, only=True)
+    check(state["loader"], LOADER_STATE, f"{source}: loader")
+    if state["step"] != step:
+        raise UserError(f"{source}: field 'step' is {state['step']}, but the checkpoint is step {step}")
+    cpu = (state.get("rng") or {}).get("cpu")
+    if cpu is not None and not (isinstance(cpu, torch.Tensor) and cpu.dtype == torch.uint8
+                                and cpu.shape == torch.get_rng_state().shape):
+        raise UserError(f"{source}: field 'rng' does not hold a CPU random-generator state")
+    return state
 
 
 # ------------------------------------------------------------------------------------ save / load
@@ -302,6 +320,12 @@ def check_compatible(saved: dict, current: dict, path: Path) -> None:
         # a field added since the checkpoint was written: that run trained with the field's default behaviour
         from .config import Config
         saved = saved | {"config": Config().numbers() | saved["config"]}
+    if isinstance(saved.get("model"), dict):  # likewise a model field added since (e.g. the mixture of experts)
+        import dataclasses
+
+        from .model import ModelConfig
+        added = {f.name: f.default for f in dataclasses.fields(ModelConfig) if f.default is not dataclasses.MISSING}
+        saved = saved | {"model": added | saved["model"]}
     if saved.get("data_content") not in (None, current.get("data_content")):
         raise UserError(f"checkpoint {path} was trained on other data than this run's (the training shards' content "
                         "hashes or the tokenizer differ from what it recorded): point --data at the folder it trained "

@@ -83,7 +83,7 @@ FRACTION = Range(0, 1)
 @dataclass
 class ModelSection:
     preset: str = opt("tiny", check=OneOf(tuple(PRESETS)))
-    """Shape preset: tiny, cpu-small, cpu-medium, gpu-25m, gpu-50m, smollm2-135m, smollm2-360m, smollm3-3b, … (all: `tst_train.model.PRESETS`); the vocabulary size comes from the data's tokenizer."""
+    """Shape preset: tiny, cpu-small, cpu-medium, gpu-25m, gpu-50m, smollm2-135m, smollm2-360m, smollm3-3b; mixtures of experts moe-tiny, qwen3-moe-tiny, qwen3-moe-1b (all: `tst_train.model.PRESETS`); the vocabulary size comes from the data's tokenizer."""
     tie_embeddings: bool = opt(False)
     """Share the input embedding and the LM head (the paper keeps them untied)."""
     dim: int = opt(0, check=COUNT)
@@ -95,7 +95,15 @@ class ModelSection:
     n_kv_heads: int = opt(0, check=COUNT)
     """Override the preset's number of key/value heads (0 = keep)."""
     ffn_dim: int = opt(0, check=COUNT)
-    """Override the preset's SwiGLU hidden width (0 = keep)."""
+    """Override the preset's SwiGLU hidden width, each expert's in a mixture of experts (0 = keep)."""
+    n_experts: int = opt(0, check=COUNT)
+    """Override the preset's number of routed experts per block (0 = keep; the `moe-*`/`qwen3-moe-*` presets have experts, the others a dense MLP)."""
+    top_k: int = opt(0, check=COUNT)
+    """Override the number of experts each position goes through (0 = keep the preset's)."""
+    router_aux_coef: float = opt(0.01, check=Range(0))
+    """Mixture of experts: weight of the load-balancing loss E·Σ f_i·P_i (1.0 when balanced; Switch Transformer's 0.01; 0 = off)."""
+    router_bias_rate: float = opt(0.0, check=Range(0))
+    """Mixture of experts: auxiliary-loss-free balancing (DeepSeek-V3), the step by which each expert's choice bias moves toward balance after every optimizer step (e.g. 0.001; 0 = off). A model with a bias exports to Hugging Face only with it 0."""
 
 
 @dataclass

@@ -17,6 +17,8 @@ from torch import nn
 
 import tst
 
+from .moe import MoE
+
 __all__ = ["ModelConfig", "PRESETS", "Transformer", "model_config", "scaled_shape"]
 
 
@@ -44,6 +46,16 @@ class ModelConfig:
     """Share the LM head with the input embedding. The paper trains untied."""
     init_std: float = 0.02
     """Standard deviation of the normal init of embeddings and linear layers."""
+    qk_norm: bool = False
+    """RMSNorm on each head's queries and keys before RoPE (Qwen3; HF ``q_norm``/``k_norm``)."""
+    n_experts: int = 0
+    """Mixture of experts: routed SwiGLU experts per block, each ``ffn_dim`` wide (0 = a dense SwiGLU MLP)."""
+    top_k: int = 0
+    """Experts each position goes through (HF ``num_experts_per_tok``)."""
+    norm_topk_prob: bool = True
+    """Renormalise the chosen experts' router probabilities to sum to 1 (HF ``norm_topk_prob``)."""
+    shared_ffn_dim: int = 0
+    """Width of an always-on shared SwiGLU expert next to the routed ones (0 = none, as Qwen3-MoE)."""
 
     def __post_init__(self) -> None:
         if self.dim % self.n_heads:
@@ -52,6 +64,10 @@ class ModelConfig:
             raise ValueError(f"n_heads={self.n_heads} is not a multiple of n_kv_heads={self.n_kv_heads}")
         if self.head_dim % 2:
             raise ValueError(f"head_dim={self.head_dim} must be even for RoPE")
+        if self.n_experts and not 1 <= self.top_k <= self.n_experts:
+            raise ValueError(f"top_k={self.top_k} must be between 1 and n_experts={self.n_experts}")
+        if self.shared_ffn_dim and not self.n_experts:
+            raise ValueError("shared_ffn_dim needs n_experts (a shared expert sits next to routed ones)")
 
     @property
     def head_dim(self) -> int:
@@ -82,6 +98,18 @@ PRESETS: dict[str, dict] = {
     # paper does not say whether it kept that, so every layer here uses RoPE.
     "smollm3-3b": dict(dim=2048, n_layers=36, n_heads=16, n_kv_heads=4, ffn_dim=11008,
                        rope_theta=5000000.0, norm_eps=1e-6, max_seq_len=65536),
+    # Mixtures of experts in Qwen3-MoE's form (QK-norm, top-k softmax router renormalised over the k, no
+    # shared expert); ffn_dim is each expert's width. The paper's 10B-A1B shape is not published (docs/
+    # paper_notes.md §7), so these keep Qwen3-30B-A3B's proportions (8 of 128 experts active) scaled down.
+    # ~1.1M parameters (0.7M active) at vocab 4096; for tests and CPU runs: 8 experts, top-2.
+    "moe-tiny": dict(dim=64, n_layers=2, n_heads=4, n_kv_heads=2, ffn_dim=176, max_seq_len=1024,
+                     qk_norm=True, n_experts=8, top_k=2),
+    # ~8.6M parameters (3.1M active) at vocab 8192: 32 fine-grained experts, top-4.
+    "qwen3-moe-tiny": dict(dim=128, n_layers=4, n_heads=4, n_kv_heads=2, ffn_dim=128, max_seq_len=2048,
+                           rope_theta=1000000.0, norm_eps=1e-6, qk_norm=True, n_experts=32, top_k=4),
+    # GPU: ~0.85B parameters in the blocks, ~0.14B of them active per position (64 experts, top-8).
+    "qwen3-moe-1b": dict(dim=1024, n_layers=16, n_heads=16, n_kv_heads=4, ffn_dim=256, max_seq_len=4096,
+                         rope_theta=1000000.0, norm_eps=1e-6, qk_norm=True, n_experts=64, top_k=8),
 }
 
 
@@ -147,11 +175,14 @@ class Attention(nn.Module):
         self.wk = nn.Linear(cfg.dim, cfg.n_kv_heads * cfg.head_dim, bias=False)
         self.wv = nn.Linear(cfg.dim, cfg.n_kv_heads * cfg.head_dim, bias=False)
         self.wo = nn.Linear(cfg.n_heads * cfg.head_dim, cfg.dim, bias=False)
+        # Qwen3's QK-norm: one gain per head dimension, shared by all heads, before RoPE
+        self.q_norm = RMSNorm(cfg.head_dim, cfg.norm_eps) if cfg.qk_norm else nn.Identity()
+        self.k_norm = RMSNorm(cfg.head_dim, cfg.norm_eps) if cfg.qk_norm else nn.Identity()
 
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
         B, L, _ = x.shape
-        q = self.wq(x).view(B, L, self.n_heads, self.head_dim).transpose(1, 2)  # (B, H, L, hd)
-        k = self.wk(x).view(B, L, self.n_kv_heads, self.head_dim).transpose(1, 2)  # (B, Hkv, L, hd)
+        q = self.q_norm(self.wq(x).view(B, L, self.n_heads, self.head_dim)).transpose(1, 2)  # (B, H, L, hd)
+        k = self.k_norm(self.wk(x).view(B, L, self.n_kv_heads, self.head_dim)).transpose(1, 2)  # (B, Hkv, L, hd)
         v = self.wv(x).view(B, L, self.n_kv_heads, self.head_dim).transpose(1, 2)  # (B, Hkv, L, hd)
         # Cast here, not once per model: under autocast or FSDP mixed precision q may be bf16 while the
         # buffers stay float32, and a float32 cos would silently promote q back to float32.
@@ -170,11 +201,11 @@ class Attention(nn.Module):
 class FeedForward(nn.Module):
     """SwiGLU: w2(silu(w1 x) * w3 x); w1 is HF's gate_proj, w3 up_proj, w2 down_proj."""
 
-    def __init__(self, cfg: ModelConfig) -> None:
+    def __init__(self, dim: int, ffn_dim: int) -> None:
         super().__init__()
-        self.w1 = nn.Linear(cfg.dim, cfg.ffn_dim, bias=False)
-        self.w2 = nn.Linear(cfg.ffn_dim, cfg.dim, bias=False)
-        self.w3 = nn.Linear(cfg.dim, cfg.ffn_dim, bias=False)
+        self.w1 = nn.Linear(dim, ffn_dim, bias=False)
+        self.w2 = nn.Linear(ffn_dim, dim, bias=False)
+        self.w3 = nn.Linear(dim, ffn_dim, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.w2(F.silu(self.w1(x)) * self.w3(x))
@@ -186,7 +217,11 @@ class TransformerBlock(nn.Module):
         self.attention_norm = RMSNorm(cfg.dim, cfg.norm_eps)
         self.attention = Attention(cfg)
         self.ffn_norm = RMSNorm(cfg.dim, cfg.norm_eps)
-        self.feed_forward = FeedForward(cfg)
+        if cfg.n_experts:  # a mixture of experts in place of the dense MLP
+            shared = FeedForward(cfg.dim, cfg.shared_ffn_dim) if cfg.shared_ffn_dim else None
+            self.feed_forward = MoE(cfg.dim, cfg.ffn_dim, cfg.n_experts, cfg.top_k, cfg.norm_topk_prob, shared)
+        else:
+            self.feed_forward = FeedForward(cfg.dim, cfg.ffn_dim)
 
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
         h = x + self.attention(self.attention_norm(x), cos, sin)  # (B, L, d)
@@ -235,13 +270,21 @@ class Transformer(nn.Module):
         out_std = cfg.init_std / math.sqrt(2 * cfg.n_layers)
         nn.init.normal_(self.tok_embeddings.weight, std=cfg.init_std)
         for layer in self.layers:
-            for lin in (layer.attention.wq, layer.attention.wk, layer.attention.wv, layer.feed_forward.w1,
-                        layer.feed_forward.w3):
-                nn.init.normal_(lin.weight, std=cfg.init_std)
-            nn.init.normal_(layer.attention.wo.weight, std=out_std)
-            nn.init.normal_(layer.feed_forward.w2.weight, std=out_std)
-            layer.attention_norm.reset_parameters()
-            layer.ffn_norm.reset_parameters()
+            ffn = _swiglu_weights(layer.feed_forward)  # [(w1, w3, w2)]: the dense MLP, or the experts (+ shared)
+            # This draw order is the dense model's since the first records: keep it, or seeds change meaning.
+            for w in (layer.attention.wq.weight, layer.attention.wk.weight, layer.attention.wv.weight,
+                      *(w for w1, w3, _ in ffn for w in (w1, w3))):
+                nn.init.normal_(w, std=cfg.init_std)
+            for w in (layer.attention.wo.weight, *(w2 for _, _, w2 in ffn)):
+                nn.init.normal_(w, std=out_std)
+            if isinstance(layer.feed_forward, MoE):
+                moe = layer.feed_forward
+                nn.init.normal_(moe.router.gate.weight, std=cfg.init_std)
+                for buf in (moe.router.expert_bias, moe.load, moe.sums):
+                    buf.zero_()
+            for norm in (layer.attention_norm, layer.ffn_norm, layer.attention.q_norm, layer.attention.k_norm):
+                if isinstance(norm, RMSNorm):
+                    norm.reset_parameters()
         self.norm.reset_parameters()
         if not cfg.tie_embeddings:
             nn.init.normal_(self.lm_head.weight, std=cfg.init_std)
@@ -274,6 +317,22 @@ class Transformer(nn.Module):
             return h
         return self.lm_head(h)  # (B, L, V)
 
+    def moe_layers(self) -> list[MoE]:
+        """The blocks' mixture-of-experts modules (empty for a dense model)."""
+        return [layer.feed_forward for layer in self.layers if isinstance(layer.feed_forward, MoE)]
+
+    def router_aux_loss(self) -> torch.Tensor | None:
+        """The load-balancing loss of the last training forward, averaged over MoE layers (None when dense)."""
+        losses = [m.aux_loss for m in self.moe_layers() if m.aux_loss is not None]
+        return torch.stack(losses).mean() if losses else None
+
+    def num_active_params(self) -> int:
+        """Parameters one position uses: all of them but the experts it is not routed to."""
+        c, n = self.config, self.num_params()
+        if c.n_experts:
+            n -= c.n_layers * (c.n_experts - c.top_k) * 3 * c.dim * c.ffn_dim
+        return n
+
     def num_params(self, exclude_embedding: bool = False) -> int:
         """Parameter count (shared tensors once). ``exclude_embedding`` drops the input embedding table,
         which with tied embeddings is also the LM head."""
@@ -286,4 +345,12 @@ class Transformer(nn.Module):
         """Training (forward+backward) FLOPs per position at a context of ``seq_len`` latent positions."""
         c = self.config
         return tst.flops_per_position(dim=c.dim, n_layers=c.n_layers, n_heads=c.n_heads, n_kv_heads=c.n_kv_heads,
-                                      ffn_dim=c.ffn_dim, vocab_size=c.vocab_size, seq_len=seq_len)
+                                      ffn_dim=c.ffn_dim, vocab_size=c.vocab_size, seq_len=seq_len,
+                                      n_experts=c.n_experts, top_k=c.top_k, shared_ffn_dim=c.shared_ffn_dim)
+
+
+def _swiglu_weights(ffn: nn.Module) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+    """(w1, w3, w2) of a block's feed-forward: the dense MLP's, or the experts' 3-D ones and the shared expert's."""
+    dense = [ffn] if isinstance(ffn, FeedForward) else [m for m in (ffn.shared,) if m is not None]
+    experts = [(ffn.experts.w1, ffn.experts.w3, ffn.experts.w2)] if isinstance(ffn, MoE) else []
+    return experts + [(m.w1.weight, m.w3.weight, m.w2.weight) for m in dense]

@@ -131,6 +131,7 @@ def plan(cfg: Config, meta: dict) -> dict:
               for start, end, p in schedule.phases]
     return {
         "model": asdict(mcfg), "params": model.num_params(), "params_non_embedding": model.num_params(exclude_embedding=True),
+        "params_active": model.num_active_params(),
         "transition_step": schedule.transition_step, "phases": phases,
         "positions": positions, "data_tokens": data_tokens, "flops_per_position": flops_pp,
         "flops": flops, "train_tokens_available": train_tokens,
@@ -150,6 +151,10 @@ def _fit_record(cfg: Config) -> dict:
 
 def format_plan(p: dict) -> str:
     lines = [f"model: {p['params'] / 1e6:.2f}M parameters ({p['params_non_embedding'] / 1e6:.2f}M without the input embedding)"]
+    experts = p["model"].get("n_experts")
+    if experts:  # FLOPs count the active ones
+        lines.append(f"  mixture of experts: {experts} experts per block, {p['model']['top_k']} per position; "
+                     f"{p['params_active'] / 1e6:.2f}M parameters active per position")
     for ph in p["phases"]:
         lines.append(f"  {ph['phase']:<13} steps {ph['first_step']}..{ph['first_step'] + ph['steps'] - 1} "
                      f"({ph['steps']} steps), bag_size={ph['bag_size']}, targets/position={ph['target_bag_size']}, "
@@ -324,13 +329,44 @@ class Trainer:
             j = i + micro_rows
             with distributed.autocast(self.device, self.autocast_dtype):
                 part = self.objective(inputs[i:j], targets.rows(i, j), None if positions is None else positions[i:j])
-            (part * scale).backward()
+            ((part * scale) + self._router_loss((j - i) / n_rows)).backward()
             loss_sum += part.detach().double()
         grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), t.grad_clip or math.inf)
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         loss = distributed.all_reduce_sum(loss_sum).item() / norm  # .item() is the step's one sync point
-        return {"loss": loss, "lr": lr, "grad_norm": float(grad_norm)}
+        return {"loss": loss, "lr": lr, "grad_norm": float(grad_norm), **self._routing()}
+
+    def _router_loss(self, share: float) -> torch.Tensor | float:
+        """A mixture of experts' load-balancing term for a micro-batch holding ``share`` of the global rows:
+        summed over micro-batches and ranks it is ``router_aux_coef`` × their mean balancing loss (the logged
+        ``loss`` stays the language-model loss alone)."""
+        aux = self.model.router_aux_loss()
+        coef = self.cfg.model.router_aux_coef
+        if aux is None or not coef:
+            return 0.0
+        return aux * (coef * share * self.dist.world_size)  # FSDP2 averages over ranks: × world makes it the sum
+
+    def _routing(self) -> dict:
+        """A mixture of experts' routing health over the step just taken (nothing for a dense model), and the
+        auxiliary-loss-free bias update: per layer, the load's coefficient of variation across experts (0 =
+        balanced) and max/mean, the router's mean entropy (nats; ln E = uniform), the balancing loss."""
+        layers = self.model.moe_layers()
+        if not layers:
+            return {}
+        stats = [layer.read_stats() for layer in layers]
+        loads = distributed.all_reduce_sum(torch.stack([load for load, _ in stats]))  # (layers, E)
+        sums = distributed.all_reduce_sum(torch.stack([s for _, s in stats]))  # (layers, 3)
+        if self.cfg.model.router_bias_rate:
+            for layer, load in zip(layers, loads):
+                layer.update_bias(load, self.cfg.model.router_bias_rate)
+        mean = loads.mean(-1)
+        cv = (loads.std(-1, unbiased=False) / mean).tolist()
+        peak = (loads.max(-1).values / mean).tolist()
+        ent = (sums[:, 0] / sums[:, 1]).tolist()
+        return {"router_aux": float((sums[:, 2] / sums[:, 1]).mean()),
+                "load_cv": sum(cv) / len(cv), "load_max_over_mean": max(peak), "router_entropy": sum(ent) / len(ent),
+                "load_cv_by_layer": [round(x, 5) for x in cv], "router_entropy_by_layer": [round(x, 5) for x in ent]}
 
     def on_transition(self) -> None:
         """Ablations at the phase boundary; by default nothing happens (weights and moments carry over)."""
