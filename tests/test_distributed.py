@@ -85,3 +85,14 @@ def test_two_rank_checkpoint_resumes_on_one_rank(two_rank_run, tmp_path):
     # steps 5..10 (across the phase boundary at 5) continue exactly as the 2-rank run did
     assert_close(records(resumed, "loss"), records(two_rank_run, "loss"))
     assert_close(records(resumed, "val_loss"), records(two_rank_run, "val_loss"))
+
+
+def test_mixture_of_experts_two_ranks_match_one_process(tiny_data, tmp_path):
+    """Expert weights (E, ·, ·) sharded over ranks, routing statistics summed over them: the same run. (The
+    balancing loss is off: like Switch Transformer's it is computed on each rank's micro-batch, so its value —
+    a product of two means — depends on how the batch is split, as it does under gradient accumulation.)"""
+    moe = [*flags(tiny_data), "--preset", "moe-tiny", "--model.router_bias_rate=0.01", "--model.router_aux_coef=0"]
+    torchrun(2, "train", "--out", str(tmp_path / "two"), *moe, retry_dir=tmp_path / "two")
+    run([sys.executable, "-m", "tst", "train", "--out", str(tmp_path / "one"), *moe])
+    for key in ("loss", "val_loss", "load_cv", "router_entropy"):
+        assert_close(records(tmp_path / "two", key), records(tmp_path / "one", key))

@@ -1,7 +1,7 @@
 """Names of arms and runs, derived from their configs alone — one scheme for every experiment command.
 
     arm_name(cfg)   ``baseline``, ``s4-r0.25-fitted+fold-batch`` (TST), ``input-only-s4-r0.5-uniform`` (an ablation)
-    shape_name(cfg) ``d512-L1``: the resolved width and depth
+    shape_name(cfg) ``d512-L1``: the resolved width and depth (``d128-L4-E32k4``: a mixture of 32 experts, top-4)
     run_name(cfg)   ``d512-L1-lr0.0005-1000steps-s4-r0.25-fitted+fold-batch-seed0``, with ``-branch800`` for a
                     cooldown branch that starts at step 800 of its trunk
 
@@ -44,7 +44,9 @@ def shape(cfg: Config) -> tuple[int, int]:
 
 def shape_name(cfg: Config) -> str:
     dim, layers = shape(cfg)
-    return f"d{dim}-L{layers}"
+    preset = PRESETS[cfg.model.preset]
+    experts, top_k = cfg.model.n_experts or preset.get("n_experts", 0), cfg.model.top_k or preset.get("top_k", 0)
+    return f"d{dim}-L{layers}" + (f"-E{experts}k{top_k}" if experts else "")
 
 
 def run_name(cfg: Config) -> str:

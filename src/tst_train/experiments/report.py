@@ -116,13 +116,72 @@ def _ema(ys: list[float], beta: float) -> list[float]:
 
 def make_plots(out: Path, summary: dict) -> list[tuple[str, str]]:
     runs = _runs(out, summary)
-    return [
+    plots = [
         ("Validation loss vs steps (= FLOPs; transition marked)",
          _plot_eval(out, runs, summary, "step", "step (equal FLOPs per step)", "val_loss_vs_steps.png")),
         ("Validation loss vs data tokens consumed",
          _plot_eval(out, runs, summary, "data_tokens", "data tokens consumed", "val_loss_vs_data_tokens.png")),
         ("Training loss (transition spike)", _plot_train_loss(out, runs, summary)),
     ]
+    if _has_routing(runs):
+        plots.append(("Routing health (mixture of experts)", plot_routing(out, runs, summary)))
+    return plots
+
+
+ROUTING = (("load_cv", "expert load: coefficient of variation\n(0 = balanced; mean over layers)"),
+           ("load_max_over_mean", "busiest expert's load / mean\n(worst layer)"),
+           ("router_entropy", "router entropy (nats; mean over layers)"),
+           ("router_aux", "balancing loss E·Σ f·P (1 = balanced)"))
+
+
+def _has_routing(runs: dict) -> bool:
+    return any("load_cv" in r for seed_runs in runs.values() for recs in seed_runs for r in recs[:50])
+
+
+def plot_routing(out: Path, runs: dict, summary: dict, fname: str = "routing.png") -> str:
+    """A mixture of experts' routing health against steps, per arm (EMA of the per-step records, seed 0 dark)."""
+    plt = pyplot()
+    fig, axes = plt.subplots(2, 2, figsize=(10, 6.4), sharex=True)
+    for ax, (key, label) in zip(axes.flat, ROUTING):
+        for arm, seed_runs in runs.items():
+            for i, recs in enumerate(seed_runs):
+                pts = [(r["step"], r[key]) for r in recs if r.get(key) is not None]
+                if pts:
+                    xs, ys = zip(*pts)
+                    ax.plot(xs, _ema(list(ys), 0.9), color=COLORS.get(arm), lw=1.2, alpha=0.9 if i == 0 else 0.35,
+                            label=arm if i == 0 else None)
+        _mark_transition(ax, summary)
+        ax.set_ylabel(label, fontsize=8)
+        ax.grid(alpha=0.3)
+    for ax in axes[1]:
+        ax.set_xlabel("step")
+    axes[0][0].legend(fontsize=8)
+    return save_figure(fig, out, fname)
+
+
+def routing_table(runs: dict, bands: int = 5) -> str:
+    """Routing health per arm, by phase and by step band (the run cut into ``bands`` equal parts): means over the
+    bands' steps and the seeds."""
+    head = "| arm | steps | phase | load CV | max/mean | router entropy | balancing loss |"
+    rows = [head, "|" + "---|" * 7]
+    for arm, seed_runs in runs.items():
+        recs = [r for seed in seed_runs for r in seed if r.get("load_cv") is not None]
+        if not recs:
+            continue
+        last = max(r["step"] for r in recs)
+        groups = {}
+        for r in recs:
+            groups.setdefault(("phase", r["phase"]), []).append(r)
+            band = min(bands - 1, (r["step"] - 1) * bands // last)
+            groups.setdefault(("band", band), []).append(r)
+        for (kind, key), rs in sorted(groups.items(), key=lambda kv: (kv[0][0] == "band", min(r["step"] for r in kv[1]))):
+            steps = f"{min(r['step'] for r in rs)}–{max(r['step'] for r in rs)}"
+            phase = key if kind == "phase" else "/".join(sorted({r["phase"] for r in rs}))
+            mean = lambda k: sum(r[k] for r in rs if r.get(k) is not None) / max(1, sum(r.get(k) is not None for r in rs))
+            rows.append(f"| {arm} | {steps} | {'**' + phase + '**' if kind == 'phase' else phase} | "
+                        f"{mean('load_cv'):.3f} | {mean('load_max_over_mean'):.2f} | {mean('router_entropy'):.3f} | "
+                        f"{mean('router_aux'):.4f} |")
+    return "\n".join(rows)
 
 
 def verdict(summary: dict) -> str:
@@ -195,6 +254,11 @@ def write_report(out: Path, summary: dict) -> None:
           "compare step times, not single timings.", ""]
     for title, fname in plots:
         md += [f"## {title}", "", f"![{title}]({fname})", ""]
+    runs = _runs(out, summary)
+    if _has_routing(runs):
+        md += ["## Routing health by phase and step band", "", "Per-step records of each MoE layer, averaged over "
+               "the steps and seeds; bold rows are whole phases. The entropy of a uniform router is ln E.", "",
+               routing_table(runs), ""]
     md += ["## Runs", "", "Each arm's run directory (config, metrics.jsonl, checkpoints) is under `runs/`.", ""]
     (out / "report.md").write_text("\n".join(md))
     (out / "report.html").write_text(_html(md, out))
