@@ -21,6 +21,7 @@ class Field:
     required: bool = True
     low: float | None = None  # inclusive
     nullable: bool = False
+    items: type | tuple | None = None  # a list's elements, a dict's values: their JSON type(s)
 
     def problem(self, obj: dict) -> str | None:
         if self.name not in obj:
@@ -31,8 +32,13 @@ class Field:
         kinds = self.kind if isinstance(self.kind, tuple) else (self.kind,)
         if isinstance(value, bool) and bool not in kinds or not isinstance(value, kinds):
             return f"is {value!r}, not {' or '.join(k.__name__ for k in kinds)}"
-        if self.low is not None and isinstance(value, (int, float)) and value < self.low:
+        if self.low is not None and isinstance(value, (int, float)) and not value >= self.low:  # NaN too
             return f"is {value!r}, below {self.low:g}"
+        if self.items is not None and isinstance(value, (list, dict)):
+            items = self.items if isinstance(self.items, tuple) else (self.items,)
+            for x in value.values() if isinstance(value, dict) else value:
+                if isinstance(x, bool) and bool not in items or not isinstance(x, items):
+                    return f"holds {x!r}, not {' or '.join(k.__name__ for k in items)}"
         return None
 
 
@@ -48,12 +54,35 @@ EXPORT_INFO = (Field("train_seq_len", int, False, POSITIVE), Field("step", int, 
                Field("data_position", int, False, 0, True), Field("data_path", str, False, nullable=True))
 SHARD = (Field("file", str), Field("tokens", int, low=0), Field("documents", int, False, 0),
          Field("docs_file", str, False), Field("sample_sha256", str, False))
+# a data folder's meta.json (its splits and shards are checked in data/layout.py, with the SHARD table)
+DATA_META = (Field("vocab_size", int, low=POSITIVE), Field("dtype", str), Field("eos_id", int, low=0),
+             Field("bytes_per_token", NUMBER, False, 0, True), Field("format_version", int, False, POSITIVE),
+             Field("tokenizer", dict, False, nullable=True), Field("splits", dict))
+# a checkpoint's trainer_state.json (after its tensors and ±inf are decoded): every field train.TrainState has
+TRAINER_STATE = (Field("step", int, low=0), Field("data_tokens", int, low=0), Field("positions", int, low=0),
+                 Field("flops", NUMBER, low=0), Field("train_time", NUMBER, low=0), Field("loader", dict),
+                 Field("step_times", list, items=NUMBER), Field("best_val_loss", NUMBER),
+                 Field("last_val_loss", NUMBER, False, nullable=True), Field("rng", dict, False))
+LOADER_STATE = (Field("position", int, low=0), Field("epoch", int, low=0), Field("tokens_consumed", int, low=0))
+# a run directory's data.json: the data folder's meta.json as the run saw it (and the folder's path)
+RUN_DATA = (Field("meta", dict), Field("path", str, False))
+RUN_META = (Field("vocab_size", int, low=POSITIVE), Field("eos_id", int, False, 0, True),
+            Field("tokenizer", dict, False, nullable=True), Field("splits", dict))
+RUN_TRAIN_SPLIT = (Field("tokens", int, low=0), Field("shards", list, False, items=dict))
+# a tiktoken run's data.json "tiktoken" record (its ranks are in tokenizer.tiktoken, checked line by line)
+TIKTOKEN_INFO = (Field("name", str), Field("pat_str", str), Field("special_tokens", dict, items=int),
+                 Field("n_vocab", int, low=POSITIVE))
 
 
-def check(obj, fields: tuple[Field, ...], source: str) -> dict:
-    """``obj`` if it is a JSON object whose fields meet ``fields``; else one line naming ``source`` and the field."""
+def check(obj, fields: tuple[Field, ...], source: str, only: bool = False) -> dict:
+    """``obj`` if it is a JSON object whose fields meet ``fields`` (``only``: and it has no others); else one line
+    naming ``source`` and the field."""
     if not isinstance(obj, dict):
         raise UserError(f"{source} does not hold a JSON object")
+    if only:
+        extra = sorted(set(obj) - {f.name for f in fields}, key=str)
+        if extra:
+            raise UserError(f"{source}: field {extra[0]!r} is not one this file has")
     for f in fields:
         problem = f.problem(obj)
         if problem:
@@ -61,11 +90,23 @@ def check(obj, fields: tuple[Field, ...], source: str) -> dict:
     return obj
 
 
+def read_text(path: Path) -> str:
+    """A received text file as UTF-8; unreadable, not UTF-8 or not a regular file (a FIFO would block the read
+    forever, a device never end) is one line."""
+    try:
+        if Path(path).exists() and not Path(path).is_file():
+            raise OSError(f"{Path(path).name} is not a regular file")
+        return Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise UserError(f"cannot read {path}: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from None
+
+
 def read_json(path: Path, fields: tuple[Field, ...] = ()) -> dict:
     """A received JSON file, parsed and checked; unreadable or malformed is one line."""
+    text = read_text(path)
     try:
-        obj = json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError) as e:
+        obj = json.loads(text)
+    except (ValueError, RecursionError) as e:
         raise UserError(f"cannot read {path}: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from None
     return check(obj, fields, str(path))
 

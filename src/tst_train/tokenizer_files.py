@@ -70,8 +70,12 @@ def has_snapshot(run_dir: Path) -> bool:
 def run_data(run_dir: Path, data_path: str) -> dict:
     """``{"path", "meta"}`` of a run's data: the run's own copy, else (older runs) the data directory."""
     if has_snapshot(run_dir):
-        from .received import Field, read_json
-        return read_json(run_dir / DATA_FILE, (Field("meta", dict, False, nullable=True), Field("path", str, False)))
+        from .received import RUN_DATA, RUN_META, RUN_TRAIN_SPLIT, check, read_json
+        source = str(run_dir / DATA_FILE)
+        record = read_json(run_dir / DATA_FILE, RUN_DATA)
+        check(record["meta"], RUN_META, source + ": meta")
+        check(record["meta"]["splits"].get("train"), RUN_TRAIN_SPLIT, source + ": meta: splits: train")
+        return record
     return {"path": os.path.abspath(data_path), "meta": read_meta(data_path)}
 
 
@@ -79,11 +83,17 @@ def run_tokenizer(run_dir: Path, data_path: str) -> Tokenizer:
     """The tokenizer a run was trained with, from its own files (older runs: from their data directory)."""
     if not has_snapshot(run_dir):
         return load_tokenizer(data_path)
-    record = run_data(run_dir, data_path)
-    meta = record["meta"]
+    from .received import TIKTOKEN_INFO, check
+    record = run_data(run_dir, data_path)  # checked: meta is a dict with a vocab_size and an eos_id or null
+    source, meta = str(run_dir / DATA_FILE), record["meta"]
     if "tiktoken" in record:
-        return _tiktoken_from_file(run_dir / TIKTOKEN_FILE, record["tiktoken"], meta["eos_id"])
-    return hf_tokenizer_file(run_dir / HF_FILE, meta["eos_id"], meta.get("tokenizer") or {})
+        info = check(record["tiktoken"], TIKTOKEN_INFO, source + ": tiktoken")
+        if meta.get("eos_id") is None:
+            raise UserError(f"{source}: meta: field 'eos_id' is null, but a tiktoken run has an end-of-text id")
+        if info["n_vocab"] != meta["vocab_size"] or info["n_vocab"] > 1 << 31:
+            raise UserError(f"{source}: tiktoken: field 'n_vocab' is {info['n_vocab']}, not the data's vocab_size")
+        return _tiktoken_from_file(run_dir / TIKTOKEN_FILE, info, meta["eos_id"])
+    return hf_tokenizer_file(run_dir / HF_FILE, meta.get("eos_id"), meta.get("tokenizer") or {})
 
 
 def hf_tokenizer_file(path: Path, eos_id: int | None, spec: dict | None = None) -> Tokenizer:
@@ -105,13 +115,43 @@ def _tiktoken_from_file(path: Path, info: dict, eos_id: int) -> Tokenizer:
         import tiktoken
     except ImportError:
         raise UserError(f"{path.parent} was trained with a tiktoken encoding: pip install tiktoken") from None
-    ranks = {}
-    for line in path.read_text().splitlines():
-        token, rank = line.split()
-        ranks[base64.b64decode(token)] = int(rank)
-    enc = tiktoken.Encoding(info["name"], pat_str=info["pat_str"], mergeable_ranks=ranks,
-                            special_tokens=info["special_tokens"])
+    ranks = _read_ranks(path)
+    ids = [*ranks.values(), *info["special_tokens"].values()]
+    if len(set(ids)) != len(ids) or min(ids) < 0 or max(ids) + 1 != info["n_vocab"]:
+        raise UserError(f"{path}: its ranks and data.json's special tokens are not distinct ids below n_vocab "
+                        f"({info['n_vocab']:,}), the largest n_vocab - 1")
+    if not 0 <= eos_id < info["n_vocab"]:
+        raise UserError(f"{path.parent / DATA_FILE}: meta: field 'eos_id' is {eos_id}, outside the vocabulary")
+    try:
+        enc = tiktoken.Encoding(info["name"], pat_str=info["pat_str"], mergeable_ranks=ranks,
+                                special_tokens=info["special_tokens"])
+    except ValueError as e:  # the split pattern does not compile
+        raise UserError(f"{path.parent / DATA_FILE}: tiktoken: field 'pat_str' is not a valid pattern "
+                        f"({str(e).splitlines()[0]})") from None
     return Tokenizer("tiktoken", enc, enc.n_vocab, eos_id, {"type": "tiktoken", "name": info["name"]})
+
+
+def _read_ranks(path: Path) -> dict[bytes, int]:
+    """``tokenizer.tiktoken``: one ``<base64 token> <rank>`` a line, each token once, every single byte present
+    (tiktoken's encoder needs them: without one it aborts mid-encode); otherwise one line naming the line."""
+    from .received import read_text
+    lines = read_text(path).splitlines()
+    ranks: dict[bytes, int] = {}
+    for n, line in enumerate(lines, 1):
+        parts = line.split()
+        try:
+            if len(parts) != 2 or not parts[1].isascii() or not parts[1].isdigit():
+                raise ValueError
+            token, rank = base64.b64decode(parts[0], validate=True), int(parts[1])
+        except ValueError:
+            raise UserError(f"{path}: line {n} is not '<base64 token> <rank>'") from None
+        if token in ranks or not token:
+            raise UserError(f"{path}: line {n}: {'an empty' if not token else 'a repeated'} token")
+        ranks[token] = rank
+    missing = [b for b in range(256) if bytes([b]) not in ranks]
+    if missing:
+        raise UserError(f"{path}: the single byte {missing[0]:#04x} has no rank (every byte needs one)")
+    return ranks
 
 
 def to_hf(tok: Tokenizer):

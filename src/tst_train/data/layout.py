@@ -54,7 +54,7 @@ def read_meta(data_dir) -> dict:
     try:
         with open(path, encoding="utf-8") as f:
             meta = json.load(f)
-    except (OSError, ValueError) as e:
+    except (OSError, ValueError, RecursionError) as e:
         raise UserError(f"{path} is not valid JSON ({e}): re-run `tst prepare ... --out {data_dir} --overwrite`") from None
     if not isinstance(meta, dict):
         raise UserError(f"{path} is not a JSON object: re-run `tst prepare ... --out {data_dir} --overwrite`")
@@ -113,20 +113,25 @@ def check_data_dir(data_dir) -> dict:
     data_dir = os.fspath(data_dir)
     meta = read_meta(data_dir)
     redo = f"re-run `tst prepare ... --out {data_dir} --overwrite`"
-    vs = meta.get("vocab_size")
-    if not isinstance(vs, int) or vs <= 0:
-        raise UserError(f"{data_dir}/meta.json has no valid vocab_size: {redo}")
-    if meta.get("dtype") not in DTYPES:
-        raise UserError(f"{data_dir}/meta.json has dtype {meta.get('dtype')!r}, expected uint16 or uint32: {redo}")
-    if not isinstance(meta.get("eos_id"), int):
-        raise UserError(f"{data_dir}/meta.json has no eos_id: {redo}")
-    bpt = meta.get("bytes_per_token")
-    if bpt is not None and (isinstance(bpt, bool) or not isinstance(bpt, (int, float)) or not bpt >= 0):
-        raise UserError(f"{data_dir}/meta.json has bytes_per_token {bpt!r}, expected a number >= 0: {redo}")
+    from ..received import DATA_META, check
     version = meta.get("format_version", 1)
-    if not isinstance(version, int) or version > FORMAT_VERSION:
+    if isinstance(version, int) and not isinstance(version, bool) and version > FORMAT_VERSION:
         raise UserError(f"{data_dir} has data format {version!r}; this version of the package reads up to "
                         f"{FORMAT_VERSION}: upgrade token-superposition")
+    check(meta, DATA_META, f"{data_dir}/meta.json")
+    if meta["dtype"] not in DTYPES:
+        raise UserError(f"{data_dir}/meta.json has dtype {meta.get('dtype')!r}, expected uint16 or uint32: {redo}")
+    from .prepare import MAX_VOCAB_SIZE
+    top = min(MAX_VOCAB_SIZE, np.iinfo(DTYPES[meta["dtype"]]).max + 1)
+    if meta["vocab_size"] > top:
+        raise UserError(f"{data_dir}/meta.json: field 'vocab_size' is {meta['vocab_size']:,}, above {top:,} "
+                        f"(the most {meta['dtype']} ids can hold, at most {MAX_VOCAB_SIZE:,}): {redo}")
+    if meta["eos_id"] >= meta["vocab_size"]:
+        raise UserError(f"{data_dir}/meta.json: field 'eos_id' is {meta['eos_id']}, outside the vocabulary of "
+                        f"{meta['vocab_size']:,}: {redo}")
+    spec = meta.get("tokenizer") or {}
+    if spec.get("type") == "tiktoken" and not isinstance(spec.get("name"), str):
+        raise UserError(f"{data_dir}/meta.json: field 'tokenizer' names a tiktoken encoding without a 'name': {redo}")
     itemsize = np.dtype(DTYPES[meta["dtype"]]).itemsize
     splits = meta.get("splits")
     if not isinstance(splits, dict):
@@ -180,6 +185,10 @@ def _check_shard(data_dir: str, shard: dict, itemsize: int, dtype: str, redo: st
         if starts.shape != (shard["documents"],):
             raise UserError(f"{docs} has {starts.shape} entries but meta.json says {shard['documents']:,} "
                             f"documents: {redo}")
+        if starts.size and (starts.dtype.kind not in "iu" or starts[0] != 0 or starts[-1] >= shard["tokens"]
+                            or not (np.diff(starts) > 0).all()):
+            raise UserError(f"{docs} is not an index of document starts (increasing whole numbers from 0, each "
+                            f"inside the shard's {shard['tokens']:,} tokens): {redo}")
 
 
 class TokenStream:
