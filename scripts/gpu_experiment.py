@@ -76,6 +76,10 @@ TST_ARMS: tuple[dict, ...] = (_S4 | {"tst.fold": "batch", "tst.weights": "fitted
 OPTIONAL_ARMS: tuple[dict, ...] = (
     _S4, _S4 | {"tst.fold": "batch"}, _S6 | {"tst.bagging": "document"}, _S6 | {"tst.transition_steps": 300},
     _S6 | {"tst.loss": "sum-to-one"}, _S6 | {"tst.weights": "fitted"}, _S6 | {"tst.mode": "output-only"})
+# --moe: the same question on a mixture of experts (the paper's headline family) — a baseline's curve and the arms
+# on an MoE with the dense model's active FLOPs per position (gpu-25m-moe: 4 of 32 experts, each a quarter of
+# gpu-25m's SwiGLU), so a step costs what a dense step costs. Not run by default.
+MOE_PRESET = {"gpu-25m": "gpu-25m-moe", "tiny": "moe-tiny"}
 CURVE_SPAN = (1.0, 1.5, 2.0)  # the baseline's curve, in multiples of TST's steps: one 2x run and two branches
 
 # Bytes per token of an 8k byte-level BPE trained on 1/3 prose + 2/3 code (the mix this script makes),
@@ -679,6 +683,8 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[tuple[str, str
     p.add_argument("--arms", help="TST arms by name, comma-separated (default: the first two of those the script "
                                   "lists; the baseline's curve always trains); an unknown name lists them all")
     p.add_argument("--seeds", type=int, help="at most this many seeds per arm")
+    p.add_argument("--moe", action="store_true", help="a mixture of experts with the dense model's active FLOPs "
+                                                      "(gpu-25m-moe; moe-tiny with --smoke) instead of the dense model")
     p.add_argument("--prose", type=Path, nargs="+", help="prose inputs, JSONL[.xz] (default: .carry/prose/*.jsonl.xz, "
                                                          "else the bundled corpus)")
     args, extra = p.parse_known_args(argv)
@@ -708,6 +714,8 @@ def main(argv: list[str] | None = None, log=print) -> int:
         seeds = args.seeds or settings.max_seeds
         settings = replace(settings, budget_s=args.budget_min * 60 if args.budget_min else settings.budget_s,
                            max_seeds=seeds, min_seeds=min(settings.min_seeds, seeds))
+        if args.moe:  # before the user's overrides, which may still change the shape
+            overrides = [("model.preset", MOE_PRESET[load_config(settings, []).model.preset])] + overrides
         base = load_config(settings, overrides)
         arms = check_args(args, base)
         out, work = args.out, args.work or args.out.with_name(args.out.name + "-work")

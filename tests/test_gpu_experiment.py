@@ -208,3 +208,23 @@ def test_the_optional_variant_arms_are_valid_configs(g, tmp_path):
             assert getattr(getattr(cfg, section), name) == value, (arm, key)
         if cfg.tst.fold == "batch":
             assert cfg.train.seq_len % cfg.tst.bag_size == 0  # the batch fold needs s | L
+
+
+def test_moe_runs_the_curve_and_an_arm_on_a_mixture_of_experts(smoke, g, tmp_path):
+    """--moe: the baseline's curve and the arms on the MoE preset with the dense model's active FLOPs."""
+    _, _, work = smoke
+    work2 = _copy_data(work, tmp_path / "work")
+    code = g.main(["--smoke", "--moe", "--seeds", "1", "--arms", SECOND, "--out", str(tmp_path / "report"),
+                   "--work", str(work2)], log=lambda *a: None)
+    assert code == 0
+    rec = json.loads((tmp_path / "report" / "report.json").read_text())
+    assert {o["status"] for o in rec["outcomes"]} == {"completed"} and len(rec["outcomes"]) == 3 + 1
+    assert all(o["run"].startswith("d64-L2-E8k2-") for o in rec["outcomes"])
+    recs = [json.loads(x) for x in (work2 / "runs" / rec["outcomes"][-1]["run"] / "metrics.jsonl").read_text().splitlines()]
+    assert all("load_cv" in r for r in recs if "loss" in r)
+    # the GPU pair: the MoE preset's active FLOPs per position equal the dense preset's, up to the router
+    from tst_train.model import Transformer, model_config
+    import torch
+    with torch.device("meta"):
+        dense, moe = Transformer(model_config("gpu-25m", 8192)), Transformer(model_config("gpu-25m-moe", 8192))
+    assert moe.flops_per_position(1024) - dense.flops_per_position(1024) == 6 * 8 * 512 * 32  # the routers

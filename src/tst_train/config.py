@@ -83,7 +83,7 @@ FRACTION = Range(0, 1)
 @dataclass
 class ModelSection:
     preset: str = opt("tiny", check=OneOf(tuple(PRESETS)))
-    """Shape preset: tiny, cpu-small, cpu-medium, gpu-25m, gpu-50m, smollm2-135m, smollm2-360m, smollm3-3b; mixtures of experts moe-tiny, qwen3-moe-tiny, qwen3-moe-1b (all: `tst_train.model.PRESETS`); the vocabulary size comes from the data's tokenizer."""
+    """Shape preset: tiny, cpu-small, cpu-medium, gpu-25m, gpu-50m, smollm2-135m, smollm2-360m, smollm3-3b; mixtures of experts moe-tiny, qwen3-moe-tiny, gpu-25m-moe, qwen3-moe-1b (all: `tst_train.model.PRESETS`); the vocabulary size comes from the data's tokenizer."""
     tie_embeddings: bool = opt(False)
     """Share the input embedding and the LM head (the paper keeps them untied)."""
     dim: int = opt(0, check=COUNT)

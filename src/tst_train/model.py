@@ -107,6 +107,9 @@ PRESETS: dict[str, dict] = {
     # ~8.6M parameters (3.1M active) at vocab 8192: 32 fine-grained experts, top-4.
     "qwen3-moe-tiny": dict(dim=128, n_layers=4, n_heads=4, n_kv_heads=2, ffn_dim=128, max_seq_len=2048,
                            rope_theta=1000000.0, norm_eps=1e-6, qk_norm=True, n_experts=32, top_k=4),
+    # GPU: gpu-25m's active FLOPs (4 experts of 384 = its SwiGLU of 1536) with 8x its MLP parameters: 32 experts, top-4.
+    "gpu-25m-moe": dict(dim=512, n_layers=8, n_heads=8, n_kv_heads=4, ffn_dim=384, max_seq_len=2048,
+                        qk_norm=True, n_experts=32, top_k=4),
     # GPU: ~0.85B parameters in the blocks, ~0.16B active per position with the head (64 experts, top-8).
     "qwen3-moe-1b": dict(dim=1024, n_layers=16, n_heads=16, n_kv_heads=4, ffn_dim=256, max_seq_len=4096,
                          rope_theta=1000000.0, norm_eps=1e-6, qk_norm=True, n_experts=64, top_k=8),
