@@ -111,8 +111,11 @@ class MoE(nn.Module):
         B, L, d = x.shape
         flat = x.reshape(-1, d)  # (N, d)
         probs, chosen, weights = self.router(flat)  # (N, E), (N, k), (N, k)
-        order = chosen.flatten().argsort(stable=True)  # (N·k,): (position, slot) pairs grouped by expert
-        counts = torch.bincount(chosen.flatten(), minlength=self.n_experts)  # (E,)
+        flat_choice = chosen.flatten()  # (N·k,)
+        order = flat_choice.argsort(stable=True)  # (N·k,): (position, slot) pairs grouped by expert
+        # (E,) choices per expert; a fixed-size scatter, not bincount, whose output size depends on the data
+        counts = torch.zeros(self.n_experts, dtype=torch.long, device=x.device).scatter_add_(
+            0, flat_choice, torch.ones_like(flat_choice))
         routed = self.experts(flat[order // self.top_k], counts)  # (N·k, d)
         routed = routed * weights.flatten()[order, None].to(routed.dtype)  # (N·k, d): weighted by the router
         out = torch.zeros_like(flat, dtype=routed.dtype).index_add_(0, order // self.top_k, routed)  # (N, d)
