@@ -264,3 +264,27 @@ def test_compare_report_shows_routing_health_by_phase_and_band(tmp_path):
     assert "| baseline | 1–5 | recovery | 0.100 |" in table and "| tst | 1–5 | recovery/superposition | 0.380 |" in table
     summary = {"arms": {"tst": {"seeds": {"0": {"transition_step": 3}}}}}
     assert (tmp_path / plot_routing(tmp_path, runs, summary)).is_file()
+
+
+def test_lifecycle_of_a_mixture_of_experts_through_its_export(tiny_data, tmp_path, capsys):
+    """train → export (Qwen3MoeForCausalLM) → eval and generate on the export → --init-from the export; a dense
+    run cannot start from it."""
+    from tst_train.cli import main
+    flags = ["--preset", "moe-tiny", "--steps", "6", "--batch-size", "2", "--seq-len", "32", "--train.threads=1",
+             "--log.progress=false", "--log.tensorboard=false", "--eval.tokens=512"]
+    assert main(["train", "--data", str(tiny_data), "--out", str(tmp_path / "run"), *flags]) == 0
+    assert main(["export", "--run", str(tmp_path / "run"), "--out", str(tmp_path / "hf")]) == 0
+    assert json.loads((tmp_path / "hf" / "config.json").read_text())["architectures"] == ["Qwen3MoeForCausalLM"]
+    assert main(["eval", str(tmp_path / "hf"), "--data", str(tiny_data), "--tasks", "none",
+                 "--out", str(tmp_path / "e.json")]) == 0
+    run_eval = json.loads((tmp_path / "run" / "summary.json").read_text())["final_val_loss"]
+    assert json.loads((tmp_path / "e.json").read_text())["validation"]["val_loss"] == pytest.approx(run_eval, abs=1e-5)
+    assert main(["generate", str(tmp_path / "hf"), "--prompt", "It is", "--temperature", "0",
+                 "--max-new-tokens", "4"]) == 0
+    capsys.readouterr()
+    assert main(["train", "--data", str(tiny_data), "--out", str(tmp_path / "more"), *flags, "--mode", "baseline",
+                 "--init-from", str(tmp_path / "hf")]) == 0
+    assert main(["train", "--data", str(tiny_data), "--out", str(tmp_path / "dense"), *flags[2:], "--preset", "tiny",
+                 "--init-from", str(tmp_path / "hf")]) == 2
+    err = capsys.readouterr().err
+    assert "does not match this run's model" in err and "n_experts 8 vs 0" in err and err.count("\n") == 1

@@ -200,7 +200,7 @@ def _hf_dir_tokenizer(path: Path):
 # Fields that must match for weights to fit and mean the same (max_seq_len only sizes the RoPE cache,
 # init_std only the random init).
 _ARCHITECTURE = ("vocab_size", "dim", "n_layers", "n_heads", "n_kv_heads", "ffn_dim", "norm_eps", "rope_theta",
-                 "tie_embeddings")
+                 "tie_embeddings", "qk_norm", "n_experts", "top_k", "norm_topk_prob", "shared_ffn_dim")
 
 
 def absolute_source(source: str) -> str:
