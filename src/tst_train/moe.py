@@ -116,9 +116,10 @@ class MoE(nn.Module):
         # (E,) choices per expert; a fixed-size scatter, not bincount, whose output size depends on the data
         counts = torch.zeros(self.n_experts, dtype=torch.long, device=x.device).scatter_add_(
             0, flat_choice, torch.ones_like(flat_choice))
-        routed = self.experts(flat[order // self.top_k], counts)  # (N·k, d)
+        source = order // self.top_k  # (N·k,): the position each sorted pair comes from
+        routed = self.experts(flat[source], counts)  # (N·k, d)
         routed = routed * weights.flatten()[order, None].to(routed.dtype)  # (N·k, d): weighted by the router
-        out = torch.zeros_like(flat, dtype=routed.dtype).index_add_(0, order // self.top_k, routed)  # (N, d)
+        out = torch.zeros_like(flat, dtype=routed.dtype).index_add_(0, source, routed)  # (N, d): summed per position
         if self.shared is not None:
             out = out + self.shared(flat)
         if self.training and torch.is_grad_enabled():
