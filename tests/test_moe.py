@@ -136,6 +136,21 @@ def test_hf_export_matches_transformers_and_loads_back(tmp_path, shape):
         torch.testing.assert_close(load(tmp_path / "hf").model(x), ours, rtol=0, atol=0)
 
 
+def test_hf_adapter_counts_the_active_parameters_of_an_hf_mixture_of_experts(tmp_path):
+    transformers = pytest.importorskip("transformers")
+    pytest.importorskip("safetensors")
+    from tst.integrations.hf import inactive_expert_params
+    from tst_train.export import export_hf
+    cfg = model_config("moe-tiny", 512)
+    ours = Transformer(cfg)
+    export_hf(ours, cfg, tmp_path / "hf")
+    hf = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "hf")
+    active = hf.num_parameters(exclude_embeddings=True) - inactive_expert_params(hf.config)
+    assert active == ours.num_active_params() - ours.tok_embeddings.weight.numel()
+    dense = transformers.LlamaConfig(num_hidden_layers=2, hidden_size=64, intermediate_size=128)
+    assert inactive_expert_params(dense) == 0
+
+
 def test_fused_hf_experts_load_like_per_expert_ones():
     from tst_train.hf_format import from_hf_state_dict, to_hf_state_dict
     cfg = model_config("moe-tiny", 256)

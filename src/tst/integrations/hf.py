@@ -349,6 +349,19 @@ class TSTCallback(TrainerCallback):
         return control
 
 
+def inactive_expert_params(config) -> int:
+    """Parameters of the experts a position is *not* routed to, for a mixture-of-experts HF config whose every
+    layer is sparse (Qwen2/3-MoE, Mixtral, OLMoE field names: ``num_experts``/``num_local_experts``,
+    ``num_experts_per_tok``, ``moe_intermediate_size``/``intermediate_size``); 0 for a dense config. FLOPs count
+    active parameters only."""
+    experts = getattr(config, "num_local_experts", None) or getattr(config, "num_experts", None) or 0
+    top_k = getattr(config, "num_experts_per_tok", None) or 0
+    if not experts or not top_k or getattr(config, "mlp_only_layers", None) or getattr(config, "decoder_sparse_step", 1) != 1:
+        return 0
+    width = getattr(config, "moe_intermediate_size", None) or getattr(config, "intermediate_size", 0)
+    return config.num_hidden_layers * (experts - top_k) * 3 * config.hidden_size * width
+
+
 class TSTTrainer(Trainer):
     """``transformers.Trainer`` that trains with TST. Same arguments as ``Trainer``, plus:
 
@@ -480,7 +493,8 @@ class TSTTrainer(Trainer):
 
     def floating_point_ops(self, inputs) -> int:
         """FLOPs of a TST batch, counted on latent positions (not raw tokens) with ``tst.flops``' formula:
-        6 × matmul parameters (the non-embedding ones) + the attention term when the config names the shape."""
+        6 × matmul parameters (the non-embedding ones; a mixture of experts' active ones) + the attention term
+        when the config names the shape."""
         if STEP_KEY not in inputs:
             return super().floating_point_ops(inputs)
         base = self.accelerator.unwrap_model(self.model)
@@ -488,8 +502,8 @@ class TSTTrainer(Trainer):
             return 0
         config = getattr(base, "config", None)
         layers, dim = getattr(config, "num_hidden_layers", 0) or 0, getattr(config, "hidden_size", 0) or 0
-        per_position = training_flops_per_position(base.num_parameters(exclude_embeddings=True), layers, dim,
-                                                   self.tst_seq_len)
+        active = base.num_parameters(exclude_embeddings=True) - inactive_expert_params(config)
+        per_position = training_flops_per_position(active, layers, dim, self.tst_seq_len)
         return int(per_position * inputs["input_ids"].shape[0] * self.tst_seq_len)
 
     def log(self, logs: dict, *args, **kwargs) -> None:
