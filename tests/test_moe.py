@@ -151,6 +151,26 @@ def test_hf_adapter_counts_the_active_parameters_of_an_hf_mixture_of_experts(tmp
     assert inactive_expert_params(dense) == 0
 
 
+@pytest.mark.parametrize("loss_impl", ["fused", "logits"])
+def test_hf_adapter_adds_the_models_own_balancing_loss_when_asked(tmp_path, loss_impl):
+    transformers = pytest.importorskip("transformers")
+    pytest.importorskip("safetensors")
+    from tst.integrations.hf import tst_causal_lm_loss
+    from tst_train.export import export_hf
+    cfg = model_config("moe-tiny", 512)
+    export_hf(Transformer(cfg), cfg, tmp_path / "hf")
+    plain = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "hf")
+    asked = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "hf", output_router_logits=True,
+                                                              router_aux_loss_coef=0.5)
+    phase = tst.TSTConfig(bag_size=4, superposition_frac=0.5).schedule(10).phase_at(0)
+    rows = torch.randint(0, 512, (2, phase.tokens_per_row(8)))
+    a = tst_causal_lm_loss(plain, rows, phase, 8, loss_impl=loss_impl)
+    b = tst_causal_lm_loss(asked, rows, phase, 8, loss_impl=loss_impl)
+    embeds = tst.superpose(asked.get_input_embeddings(), phase.fold(rows, 8)[0])
+    aux = asked(inputs_embeds=embeds, use_cache=False).aux_loss
+    torch.testing.assert_close(b - a, 0.5 * aux)
+
+
 def test_fused_hf_experts_load_like_per_expert_ones():
     from tst_train.hf_format import from_hf_state_dict, to_hf_state_dict
     cfg = model_config("moe-tiny", 256)

@@ -32,7 +32,7 @@ from torch.utils.data import IterableDataset, get_worker_info
 from ..embedding import superpose
 from ..flops import training_flops_per_position
 from ..fused import fused_linear_multi_hot_cross_entropy
-from ..loss import multi_hot_cross_entropy
+from ..loss import multi_hot_cross_entropy, multi_hot_weight_sum
 from ..schedule import Phase, TSTSchedule
 
 try:
@@ -304,9 +304,22 @@ def tst_causal_lm_loss(model: nn.Module, input_ids: torch.Tensor, phase: Phase, 
         out = model(inputs_embeds=embeds, output_hidden_states=True, **extra)
         hidden = out.hidden_states[-1]  # (B, L, d), after the final norm
         weight = base.get_output_embeddings().weight  # (V, d)
-        return fused_linear_multi_hot_cross_entropy(hidden, weight, targets, reduction=reduction)
-    out = model(inputs_embeds=embeds, **extra)
-    return multi_hot_cross_entropy(out.logits, targets, reduction=reduction)  # (B, L, V)
+        loss = fused_linear_multi_hot_cross_entropy(hidden, weight, targets, reduction=reduction)
+    else:
+        out = model(inputs_embeds=embeds, **extra)
+        loss = multi_hot_cross_entropy(out.logits, targets, reduction=reduction)  # (B, L, V)
+    return loss + _router_loss(out, base, targets, reduction)
+
+
+def _router_loss(out, base: nn.Module, targets, reduction: str):
+    """A mixture of experts' own balancing loss, as its model adds it when given labels: ``router_aux_loss_coef ×
+    aux_loss`` when the config asks for it (``output_router_logits=True``); 0 otherwise. Scaled to the reduction."""
+    aux = getattr(out, "aux_loss", None)
+    coef = getattr(getattr(base, "config", None), "router_aux_loss_coef", 0.0) or 0.0
+    if aux is None or not coef:
+        return 0.0
+    scale = multi_hot_weight_sum(targets) if reduction == "sum" else 1.0
+    return coef * aux * scale
 
 
 # --------------------------------------------------------------------------------------------------
