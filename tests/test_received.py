@@ -18,7 +18,7 @@ WRONG = {int: ["7", 2.5, True], float: ["x"], bool: ["yes", 1], str: [3], (int, 
          (int, list): ["x"], dict: [[1]], list: ["x", {}]}
 GOOD = {str: "x", bool: True, (int, list): 0, dict: {}, list: []}
 TABLES = ["HF_CONFIG", "EXPORT_INFO", "SHARD", "DATA_META", "TRAINER_STATE", "LOADER_STATE", "TIKTOKEN_INFO",
-          "RUN_DATA", "RUN_META", "RUN_TRAIN_SPLIT"]
+          "RUN_DATA", "RUN_META", "RUN_TRAIN_SPLIT", "CHECKPOINT_INFO", "MANIFEST", "MANIFEST_ENTRY"]
 
 
 def _cases(fields):
@@ -359,3 +359,31 @@ def test_a_malformed_data_folder_is_one_line(tiny_data, tmp_path, how):
     with pytest.raises(UserError, match=re.escape(expected)) as e:
         check_data_dir(data)
     assert "\n" not in str(e.value)
+
+
+# ----------------------------------------------------------------------------------- a checkpoint's info and manifest
+@pytest.mark.parametrize("name,edit,expected", [
+    ("checkpoint.json", lambda o: o.update(fingerprint=[]), "field 'fingerprint' is [], not dict"),
+    ("checkpoint.json", lambda o: o.update(step="x"), "field 'step' is 'x', not int"),
+    ("checkpoint.json", lambda o: o.update(step=7), "field 'step' is 7, but the checkpoint is step"),
+    ("manifest.json", lambda o: o["files"].update({"__0_0.distcp": 3}), "field 'files' holds 3, not dict"),
+    ("manifest.json", lambda o: o["files"].update({"/etc/hostname": {"bytes": 1, "sha256": "x"}}),
+     "names '/etc/hostname', not a file of the checkpoint"),  # not even hashed: it could be any size
+    ("manifest.json", lambda o: next(iter(o["files"].values())).update(bytes="x"), "field 'bytes' is 'x', not int"),
+])
+def test_a_malformed_checkpoint_info_or_manifest_is_damage_in_one_line(tiny_run, tmp_path, capsys, name, edit,
+                                                                      expected):
+    """checkpoint.json is outside the manifest and the manifest vouches only for the others: both have tables."""
+    from tst_train import checkpoint
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    for ckpt in checkpoint.list_checkpoints(run / "checkpoints"):
+        obj = json.loads((ckpt / name).read_text())
+        edit(obj)
+        (ckpt / name).write_text(json.dumps(obj))
+    for argv in (["eval", str(run), "--tasks", "cloze", "--limit", "2"],
+                 ["export", "--run", str(run), "--out", str(tmp_path / "hf")]):
+        assert main(argv) == 2
+        out, err = capsys.readouterr()
+        assert "is damaged" in err and err.count("\n") == 1 and "Traceback" not in err, err
+        assert expected in out + err  # each checkpoint's own warning, then the one error line

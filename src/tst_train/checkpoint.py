@@ -162,18 +162,23 @@ def verify(path: Path) -> None:
         distributed.print0(f"warning: {path} was written by an earlier version without checksums; loading it "
                            "unverified (with the safe loaders)")
         return
+    from .received import CHECKPOINT_INFO, MANIFEST, MANIFEST_ENTRY, check, read_json
     try:
-        manifest = json.loads((path / MANIFEST_FILE).read_text())["files"]
-        info = json.loads((path / INFO_FILE).read_text())
-    except (OSError, ValueError, KeyError, TypeError) as e:
-        raise UserError(f"checkpoint {path} is damaged (its manifest or info file cannot be read: {e})") from None
-    if not isinstance(manifest, dict) or not isinstance(info, dict):
-        raise UserError(f"checkpoint {path} is damaged (malformed manifest)")
+        manifest = read_json(path / MANIFEST_FILE, MANIFEST)["files"]
+        info = read_json(path / INFO_FILE, CHECKPOINT_INFO)
+        for name, want in manifest.items():
+            check(want, MANIFEST_ENTRY, f"{path / MANIFEST_FILE}: files: {name}")
+            if name in ("", ".", "..") or "/" in name or "\\" in name:
+                raise UserError(f"{path / MANIFEST_FILE} names {name!r}, not a file of the checkpoint")
+        if info["step"] != step_of(path):
+            raise UserError(f"{path / INFO_FILE}: field 'step' is {info['step']}, but the checkpoint is step {step_of(path)}")
+    except UserError as e:
+        raise UserError(f"checkpoint {path} is damaged ({e})") from None
     for name, want in manifest.items():
         f = path / name
         if not f.is_file():
             raise UserError(f"checkpoint {path} is damaged: {name} is missing")
-        if f.stat().st_size != want.get("bytes") or sha256_file(f) != want.get("sha256"):
+        if f.stat().st_size != want["bytes"] or sha256_file(f) != want["sha256"]:
             raise UserError(f"checkpoint {path} is damaged: {name} does not match its checksum")
 
 

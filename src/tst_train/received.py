@@ -58,6 +58,10 @@ SHARD = (Field("file", str), Field("tokens", int, low=0), Field("documents", int
 DATA_META = (Field("vocab_size", int, low=POSITIVE), Field("dtype", str), Field("eos_id", int, low=0),
              Field("bytes_per_token", NUMBER, False, 0, True), Field("format_version", int, False, POSITIVE),
              Field("tokenizer", dict, False, nullable=True), Field("splits", dict))
+# a checkpoint's checkpoint.json and manifest.json (each file's size and SHA-256)
+CHECKPOINT_INFO = (Field("step", int, low=0), Field("fingerprint", dict))
+MANIFEST = (Field("files", dict, items=dict),)
+MANIFEST_ENTRY = (Field("bytes", int, low=0), Field("sha256", str))
 # a checkpoint's trainer_state.json (after its tensors and ±inf are decoded): every field train.TrainState has
 TRAINER_STATE = (Field("step", int, low=0), Field("data_tokens", int, low=0), Field("positions", int, low=0),
                  Field("flops", NUMBER, low=0), Field("train_time", NUMBER, low=0), Field("loader", dict),
