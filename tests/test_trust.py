@@ -270,9 +270,19 @@ def test_stale_export_temporaries_are_cleaned(trained, tmp_path, capsys):
 @pytest.mark.parametrize("err,expected", [(OSError(28, "No space left on device"), "no space left on device"),
                                           (OSError(30, "Read-only file system"), "read-only file system"),
                                           (RuntimeError("[enforce fail at inline_container.cc:672] . PytorchStreamWriter "
-                                                        "failed writing file data/0: file write failed"), "disk full")])
+                                                        "failed writing file data/0: file write failed"), "disk full"),
+                                          (OSError(27, "File too large"), "file too large"),  # ulimit -f
+                                          # what a file-size limit gave in a hostile rerun: DCP wrapping torch's writer
+                                          ("wrapped", "disk full")])
 def test_write_failures_are_one_line(tiny_data, tmp_path, capsys, monkeypatch, err, expected):
+    from torch.distributed.checkpoint.api import CheckpointException, _wrap_exception
+
     def boom(*a, **k):
+        if err == "wrapped":
+            try:
+                raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 704 vs 598")
+            except RuntimeError as e:
+                raise CheckpointException("write failed", {0: _wrap_exception(e)}) from None
         raise err
     monkeypatch.setattr(checkpoint.dcp, "save", boom)
     code, _, msg = cli(capsys, "train", "--data", tiny_data, "--out", tmp_path / "r", *TINY)
@@ -486,3 +496,20 @@ def test_an_hf_index_cannot_load_weights_from_outside_its_folder_and_a_broken_fi
     (out / "model.safetensors").write_bytes((out / "model.safetensors").read_bytes()[:100])  # truncated
     with pytest.raises(UserError, match="could not be read as safetensors"):
         api.load(out)
+
+
+def test_an_export_past_a_file_size_limit_is_one_line(trained, tmp_path, capsys, monkeypatch):
+    """safetensors reports a failed write as its own error, "I/O error: … (os error 27)": one line naming it."""
+    import safetensors.torch
+
+    def too_large(*a, **k):
+        raise Exception("Error while serializing: I/O error: File too large (os error 27)")
+
+    monkeypatch.setattr(safetensors.torch, "save_file", too_large)
+    code, _, err = cli(capsys, "export", "--run", trained, "--out", tmp_path / "hf")
+    assert code == 2 and "file too large" in err and one_line(err) and not (tmp_path / "hf").exists(), err
+
+
+def test_an_error_quoting_a_name_with_a_line_break_is_still_one_line(tmp_path, capsys):
+    code, _, err = cli(capsys, "eval", tmp_path / "bad\nname", "--tasks", "none")
+    assert code == 2 and one_line(err) and "bad\\nname" in err, err

@@ -1,6 +1,8 @@
 """User-facing errors: the CLI prints their message on one line and exits with status 2."""
 import contextlib
 import errno
+import os
+import re
 
 
 class UserError(Exception):
@@ -26,32 +28,43 @@ class Interrupted(Exception):
 def io_errors(action: str):
     """Turn the ways a write can fail on a user's machine into one-line errors that say what happened.
 
-    Disk full (``ENOSPC``, or torch's ``inline_container`` "file write failed"), a read-only file system,
-    missing permissions: ``UserError("<action>: <reason>")``. Anything else propagates unchanged.
+    Disk full (``ENOSPC``, or torch's ``inline_container`` "file write failed"), a read-only file system, a
+    file-size limit, missing permissions — raised as an ``OSError``, inside torch.distributed.checkpoint's
+    ``CheckpointException`` (a BaseException) or as safetensors' "I/O error … (os error N)":
+    ``UserError("<action>: <reason>")``. Anything else propagates unchanged.
     """
     try:
         yield
     except UserError:
         raise
-    except OSError as e:
-        reason = _REASONS.get(e.errno, e.strerror or str(e))
-        where = f" ({e.filename})" if getattr(e, "filename", None) else ""
-        raise UserError(f"{action}: {reason}{where}") from None
-    except RuntimeError as e:
-        text = str(e)
-        if "write failed" in text or "No space left" in text or "enforce fail" in text and "inline_container" in text:
-            raise UserError(f"{action}: the write failed — is the disk full? (no space left on device)") from None
-        raise
     except BaseException as e:
-        # torch.distributed.checkpoint wraps each rank's failure in a CheckpointException (a BaseException)
-        failures = getattr(e, "failures", None) if type(e).__name__ == "CheckpointException" else None
-        for wrapped in (failures or {}).values():
-            inner = wrapped[0] if isinstance(wrapped, tuple) else wrapped
-            if isinstance(inner, OSError):
-                reason = _REASONS.get(inner.errno, inner.strerror or str(inner))
-                raise UserError(f"{action}: {reason}") from None
-        raise
+        reason = _write_failure(e)
+        if reason is None:
+            raise
+        raise UserError(f"{action}: {reason}") from None
+
+
+def _write_failure(e: BaseException) -> str | None:
+    """What a failed write says about its cause (the reason, with the file when known), else None."""
+    if isinstance(e, OSError):
+        where = f" ({e.filename})" if getattr(e, "filename", None) else ""
+        return _REASONS.get(e.errno, e.strerror or str(e)) + where
+    text = str(e)
+    if isinstance(e, RuntimeError) and ("write failed" in text or "No space left" in text
+                                        or "enforce fail" in text and "inline_container" in text):
+        return "the write failed — is the disk full? (no space left on device)"
+    found = re.search(r"I/O error: .*\(os error (\d+)\)", text)  # safetensors' error, from Rust
+    if found:
+        return _REASONS.get(int(found.group(1)), os.strerror(int(found.group(1))))
+    # torch.distributed.checkpoint wraps each rank's failure in a CheckpointException (a BaseException)
+    failures = getattr(e, "failures", None) if type(e).__name__ == "CheckpointException" else None
+    for wrapped in (failures or {}).values():
+        reason = _write_failure(wrapped[0] if isinstance(wrapped, tuple) else wrapped)
+        if reason is not None:
+            return reason
+    return None
 
 
 _REASONS = {errno.ENOSPC: "no space left on device", errno.EROFS: "read-only file system",
-            errno.EACCES: "permission denied", errno.EDQUOT: "disk quota exceeded"}
+            errno.EACCES: "permission denied", errno.EDQUOT: "disk quota exceeded",
+            errno.EFBIG: "file too large (a file-size limit, ulimit -f?)"}

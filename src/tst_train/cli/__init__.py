@@ -67,8 +67,8 @@ def _main(argv: list[str] | None) -> int:
         return 2
     try:
         return COMMANDS[name][0](rest) or 0
-    except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
+    except UserError as e:  # one line even when it quotes a name holding a line break (a path, a prompt)
+        print("error: " + str(e).replace("\r", "\\r").replace("\n", "\\n"), file=sys.stderr)
         distributed = sys.modules.get("tst_train.distributed")  # not imported (no torch) by e.g. `tst prepare`
         if distributed is not None and distributed._BROKEN:  # a rank froze: exit now, not in the group's destructor
             distributed.exit_process(2)
