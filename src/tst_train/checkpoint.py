@@ -24,6 +24,7 @@ import math
 import os
 import pickle
 import shutil
+import sys
 import warnings
 from pathlib import Path
 
@@ -291,26 +292,34 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def latest_valid(ckpt_root: Path, warn=print) -> Path | None:
-    """The newest checkpoint that passes :func:`verify`; damaged newer ones are reported and skipped."""
+def _to_stderr(message: str) -> None:
+    print(message, file=sys.stderr)
+
+
+def latest_valid(ckpt_root: Path, warn=_to_stderr) -> Path | None:
+    """The newest checkpoint that passes :func:`verify`; damaged newer ones are skipped, and said (on stderr unless
+    ``warn`` says otherwise) once a sound one is found — when none is, the one-line error says it all."""
+    said = []
     for _ in range(3):  # a training process may rotate checkpoints away while we look: then look again
         found = list_checkpoints(ckpt_root)
         rotated = False
         for path in reversed(found):
             try:
                 verify(path)
+                for line in said:
+                    warn(line)
                 return path
             except UserError as e:
                 if not path.exists():  # removed by rotation between listing and reading: not damage
-                    warn(f"note: {path.name} was replaced while reading (a run is training there); retrying")
+                    said.append(f"note: {path.name} was replaced while reading (a run is training there); took the next newest")
                     rotated = True
                     break
-                older = "an older one" if path != found[0] else "none is left"
-                warn(f"warning: {e}; trying {older}")
+                said.append(f"warning: {e}; using an older one")
         if not rotated:
             break
     if found:
-        raise UserError(f"every checkpoint in {ckpt_root} is damaged; the run cannot resume (start a new --out)")
+        raise UserError(f"every checkpoint in {ckpt_root} is damaged: there is nothing to resume, evaluate or export "
+                        "from it (train again into a new --out)")
     return None
 
 
