@@ -15,6 +15,7 @@ from tst_train import rundir  # noqa: E402
 from tst_train.experiments import compute, names, stats  # noqa: E402
 from tst_train.experiments.compute import Point  # noqa: E402
 from tst_train.experiments.curve import final_point  # noqa: E402
+from tst_train.experiments.report import frontier_lines  # noqa: E402
 
 SEPARATE = [ROOT / "experiments" / "2026-12-03-demo-shapes", ROOT / "experiments" / "2026-12-02-demo-budget"]
 TST_ARM = "s4-r0.25-fitted+fold-batch"  # the demo's TST setting, in 2026-12-03-demo-shapes
@@ -82,18 +83,7 @@ def main() -> None:
     baselines = [Point(f"{s} lr {lr:g}, {steps} steps", max(p[0] for p in v.values()),
                        tuple(p[1] for p in v.values()), tuple(v)) for (s, lr, steps), v in points.items()]
     tst_point = Point("TST", max(p[0] for p in tst.values()), tuple(p[1] for p in tst.values()), tuple(tst))
-    f = compute.against_frontier(tst_point, baselines)
-    b = f["best"]
-    print(f"Best baseline at no more FLOPs than TST ({tst_point.flops:.3e}): **{b.name}**, "
-          f"{stats.fmt(stats.mean_ci(b.losses), 4, False)} ({len(b.losses)} seeds) at {b.flops:.3e} FLOPs "
-          f"({b.flops / tst_point.flops:.2f}× TST's). TST − it: **{stats.fmt(f['delta'], 4)}** — {f['verdict']}.\n")
-    print("Every baseline point (the frontier's members marked ★):\n")
-    front = {p.name for p in compute.frontier(baselines)}
-    print("| baseline | seeds | FLOPs (× TST's) | final val loss |\n|---|---|---|---|")
-    for p in sorted(baselines, key=lambda p: p.flops):
-        print(f"| {'★ ' if p.name in front else ''}{p.name} | {len(p.losses)} | {p.flops:.3e} "
-              f"({p.flops / tst_point.flops:.2f}) | {stats.fmt(stats.mean_ci(p.losses), 4, False)} |")
-
+    print("\n".join(frontier_lines(tst_point, baselines)))
 
 if __name__ == "__main__":
     main()

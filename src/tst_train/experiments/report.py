@@ -17,7 +17,7 @@ from pathlib import Path
 
 from ..config import Config
 from ..metrics import read_metrics
-from . import stats
+from . import compute, stats
 
 COLORS = {"baseline": "#444444", "tst": "#d62728", "input-only": "#1f77b4", "output-only": "#2ca02c",
           "tst-reinit": "#9467bd", "baseline-equal-data": "#8c8c8c"}
@@ -380,6 +380,26 @@ def _fmt_speedup(c: dict, n: int) -> str:
 
 
 # ---------------------------------------------------------------------------------- loss against compute
+def frontier_lines(tst: compute.Point, baselines: list[compute.Point], flops_note: str = "",
+                   max_ratio: float | None = None) -> list[str]:
+    """A TST point against the frontier with steps, for a record: the best baseline at no more FLOPs with the
+    Welch Δ and verdict (``compute.against_frontier``), then every baseline point (up to ``max_ratio`` × TST's
+    FLOPs), the frontier's members marked ★."""
+    f = compute.against_frontier(tst, baselines)
+    b = f["best"]
+    lines = [f"Best baseline at no more FLOPs than TST ({tst.flops:.3e}{flops_note}): **{b.name}**, "
+             f"{stats.fmt(stats.mean_ci(b.losses), 4, False)} ({len(b.losses)} seeds) at {b.flops:.3e} FLOPs "
+             f"({b.flops / tst.flops:.2f}× TST's). TST − it: **{stats.fmt(f['delta'], 4)}** — {f['verdict']}.", "",
+             "Every baseline point (the frontier's members marked ★):", "",
+             "| baseline | seeds | FLOPs (× TST's) | final val loss |", "|---|---|---|---|"]
+    front = {p.name for p in compute.frontier(baselines)}
+    for p in sorted(baselines, key=lambda p: p.flops):
+        if max_ratio is None or p.flops <= max_ratio * tst.flops:
+            lines.append(f"| {'★ ' if p.name in front else ''}{p.name} | {len(p.losses)} | {p.flops:.3e} "
+                         f"({p.flops / tst.flops:.2f}) | {stats.fmt(stats.mean_ci(p.losses), 4, False)} |")
+    return lines
+
+
 def plot_loss_vs_flops(out: Path, series: list[dict], fname: str, title: str) -> str:
     """Final validation loss against total training FLOPs (log axis). Each series: ``label``, ``color``,
     ``marker``, ``points`` [(FLOPs, mean loss, [lo, hi] or None, text or None)] and ``line`` (join the points:
