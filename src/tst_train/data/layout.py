@@ -27,6 +27,7 @@ from tst_train.errors import UserError
 FORMAT_VERSION = 2
 SPLITS = ("train", "val")
 DTYPES = {"uint16": np.uint16, "uint32": np.uint32}
+MAX_VOCAB_SIZE = 2 ** 21  # 2,097,152: token ids stay far inside uint32, and BPE training stays sane
 
 
 def shard_names(split: str, n_shards: int) -> list[tuple[str, str]]:
@@ -121,7 +122,6 @@ def check_data_dir(data_dir) -> dict:
     check(meta, DATA_META, f"{data_dir}/meta.json")
     if meta["dtype"] not in DTYPES:
         raise UserError(f"{data_dir}/meta.json has dtype {meta.get('dtype')!r}, expected uint16 or uint32: {redo}")
-    from .prepare import MAX_VOCAB_SIZE
     top = min(MAX_VOCAB_SIZE, np.iinfo(DTYPES[meta["dtype"]]).max + 1)
     if meta["vocab_size"] > top:
         raise UserError(f"{data_dir}/meta.json: field 'vocab_size' is {meta['vocab_size']:,}, above {top:,} "

@@ -37,7 +37,7 @@ import time
 
 import numpy as np
 
-from tst_train.data.layout import FORMAT_VERSION
+from tst_train.data.layout import FORMAT_VERSION, MAX_VOCAB_SIZE
 from tst_train.data.plan import count_documents, split_order, train_tokenizer
 from tst_train.data.shards import _ChunkReader, merge_split, save_npy, tokenize_chunks, write_bytes
 from tst_train.data.sources import ReadOptions, expand_inputs
@@ -80,9 +80,6 @@ def parse_task(task) -> tuple[int, int] | None:
     if not (n >= 1 and 0 <= i < n):
         raise UserError(f"--task {i}/{n}: need 0 <= I < N")
     return i, n
-
-
-MAX_VOCAB_SIZE = 2 ** 21  # 2,097,152: token ids stay far inside uint32, and BPE training stays sane
 
 
 def _check_args(vocab_size, tokenizer, val_fraction, workers, max_docs, shard_tokens) -> None:
