@@ -224,6 +224,9 @@ def test_tst_trains_a_mixture_of_experts_and_logs_routing_health(tiny_data, tmp_
         assert len(r["load_cv_by_layer"]) == 2 and r["router_aux"] >= 0.99  # E·Σ f·P ≥ 1 up to rounding
     plan = json.loads((tmp_path / "run" / rundir.PLAN_FILE).read_text())
     assert plan["params_active"] < plan["params"]
+    from tst_train.experiments.report import model_line
+    line = model_line(tmp_path, {"arms": {"tst": {"seeds": {"0": {"run_dir": "run"}}}}})
+    assert "8 SwiGLU experts of width 176, 2 per position" in line and "M parameters active per position" in line
 
 
 def test_balancing_loss_reaches_the_router_but_not_the_logged_loss(tiny_data, tmp_path):

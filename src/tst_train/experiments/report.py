@@ -356,8 +356,12 @@ def model_line(out: Path, summary: dict) -> str:
         return ""
     p = json.loads(plan_file.read_text())
     m = p["model"]
+    mlp = f"SwiGLU width {m['ffn_dim']}"
+    if m.get("n_experts"):  # FLOPs count the active parameters
+        mlp = (f"{m['n_experts']} SwiGLU experts of width {m['ffn_dim']}, {m['top_k']} per position "
+               f"({p['params_active'] / 1e6:.2f}M parameters active per position)")
     return (f"Model as trained: {p['params'] / 1e6:.2f}M parameters — dim {m['dim']}, {m['n_layers']} layers, "
-            f"{m['n_heads']} query / {m['n_kv_heads']} key-value heads, SwiGLU width {m['ffn_dim']}, vocabulary "
+            f"{m['n_heads']} query / {m['n_kv_heads']} key-value heads, {mlp}, vocabulary "
             f"{m['vocab_size']:,}, {'tied' if m['tie_embeddings'] else 'untied'} embeddings.")
 
 
