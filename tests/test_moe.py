@@ -326,3 +326,50 @@ def test_lifecycle_of_a_mixture_of_experts_through_its_export(tiny_data, tmp_pat
                  "--init-from", str(tmp_path / "hf")]) == 2
     err = capsys.readouterr().err
     assert "does not match this run's model" in err and "n_experts 8 vs 0" in err and err.count("\n") == 1
+
+
+def _drop_expert(sd):
+    sd.pop("model.layers.1.mlp.experts.3.up_proj.weight")
+
+
+def _extra_expert(sd):
+    sd["model.layers.1.mlp.experts.9.up_proj.weight"] = sd["model.layers.1.mlp.experts.3.up_proj.weight"].clone()
+
+
+def _narrow_expert(sd):
+    sd["model.layers.1.mlp.experts.3.up_proj.weight"] = sd["model.layers.1.mlp.experts.3.up_proj.weight"][:, :5].clone()
+
+
+MALFORMED_MOE = {  # a received Qwen3-MoE directory: (config.json edit, weights edit, what the one line says)
+    "experts a string": (lambda c: c.update(num_experts="8"), None, "field 'num_experts' is '8'"),
+    "no top-k": (lambda c: c.pop("num_experts_per_tok"), None, "field 'num_experts_per_tok' is None"),
+    "top-k above experts": (lambda c: c.update(num_experts_per_tok=99), None, "top_k=99"),
+    "dense layers between": (lambda c: c.update(mlp_only_layers=[0]), None, "mlp_only_layers"),
+    "sliding window": (lambda c: c.update(use_sliding_window=True), None, "sliding-window"),
+    "an expert missing": (None, _drop_expert, "has experts [0, 1, 2, 4, 5]"),
+    "an expert too many": (None, _extra_expert, "not 0…7"),
+    "an expert of the wrong shape": (None, _narrow_expert, "do not match its config.json"),
+}
+
+
+@pytest.mark.parametrize("case", list(MALFORMED_MOE))
+def test_a_malformed_received_qwen3_moe_directory_is_one_line(tmp_path, capsys, case):
+    pytest.importorskip("safetensors")
+    from safetensors.torch import load_file, save_file
+
+    from tst_train.cli import main
+    from tst_train.export import export_hf
+    cfg = model_config("moe-tiny", 256)
+    export_hf(Transformer(cfg), cfg, tmp_path / "hf")
+    edit_config, edit_weights, says = MALFORMED_MOE[case]
+    if edit_config:
+        config = json.loads((tmp_path / "hf" / "config.json").read_text())
+        edit_config(config)
+        (tmp_path / "hf" / "config.json").write_text(json.dumps(config))
+    if edit_weights:
+        sd = load_file(tmp_path / "hf" / "model.safetensors")
+        edit_weights(sd)
+        save_file(sd, tmp_path / "hf" / "model.safetensors", metadata={"format": "pt"})
+    assert main(["generate", str(tmp_path / "hf"), "--prompt", "It is", "--max-new-tokens", "2"]) == 2
+    err = capsys.readouterr().err
+    assert says in err and err.count("\n") == 1 and "Traceback" not in err, err

@@ -241,7 +241,7 @@ def model_config_from_hf(config: dict, where: str = "config.json") -> ModelConfi
                            tie_embeddings=bool(config.get("tie_word_embeddings", False)),
                            init_std=config.get("initializer_range", 0.02), **moe)
     except (KeyError, TypeError, ValueError) as e:
-        raise UserError(f"{where} is not a usable Llama config ({type(e).__name__}: {e})") from None
+        raise UserError(f"{where} is not a usable model config ({type(e).__name__}: {e})") from None
 
 
 _HF_GLOBAL = {v: k for k, v in _GLOBAL_KEYS.items()}
