@@ -34,6 +34,7 @@ from .errors import UserError
 from .evaluate import Validator
 from .metrics import MetricsWriter, check_wandb, copy_records, mfu, truncate_after
 from .model import Transformer
+from .loading import split_source
 from .objective import TrainObjective
 from .optim import build_optimizer, lr_at, reset_moments, set_lr
 
@@ -285,7 +286,7 @@ class Trainer:
     def _branch(self) -> None:
         """Start from the trunk's checkpoint at the branch step: its weights, optimizer moments, data position
         and counters, so the branch equals a run trained alone with this run's steps."""
-        trunk_dir, step = split_branch(self.cfg.train.branch_from)
+        trunk_dir, step = split_source(self.cfg.train.branch_from)
         trunk = rundir.read_config(trunk_dir)
         problem = branch_mismatch(trunk, self.cfg, step)
         if problem:
@@ -490,12 +491,6 @@ def resolve_data_start(cfg: Config, meta: dict) -> tuple[int, str]:
     return start, why
 
 
-def split_branch(source: str) -> tuple[Path, int]:
-    """``RUN_DIR:STEP`` → (run directory, step)."""
-    path, _, step = source.rpartition(":")
-    return Path(path), int(step)
-
-
 def branch_mismatch(trunk: Config, branch: Config, step: int) -> str | None:
     """Why ``branch`` cannot continue ``trunk``'s state from ``step`` (None when it can): the settings must be
     the same but the step count, and the learning rate and phase the same at every step before ``step``."""
@@ -554,7 +549,7 @@ def run_training(cfg: Config, out: Path, resume: bool = False, show_plan: bool =
             from .loading import absolute_source
             cfg.train.init_from = absolute_source(cfg.train.init_from)
         if cfg.train.branch_from:
-            trunk, step = split_branch(cfg.train.branch_from)
+            trunk, step = split_source(cfg.train.branch_from)
             cfg.train.branch_from = f"{os.path.abspath(trunk)}:{step}"
     distributed.init(cfg.train.device, cfg.train.collective_timeout_s)
     main = distributed.is_main()
@@ -573,7 +568,7 @@ def run_training(cfg: Config, out: Path, resume: bool = False, show_plan: bool =
         if tokenizer:
             tokenizer_files.write(out, tokenizer)
         if cfg.train.branch_from and not resume and main:  # the branch's record starts with the trunk's
-            trunk, step = split_branch(cfg.train.branch_from)
+            trunk, step = split_source(cfg.train.branch_from)
             copy_records(trunk, out, step)
         distributed.barrier()
         if main:
