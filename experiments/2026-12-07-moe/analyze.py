@@ -1,6 +1,9 @@
 """The four questions of README.md, read from the collected runs with the package's own definitions.
 
-    python experiments/2026-12-07-moe/analyze.py > experiments/2026-12-07-moe/results.md
+    python experiments/2026-12-07-moe/analyze.py [FULL_ROOT] > experiments/2026-12-07-moe/results.md
+
+The routing windows are means over steps: with FULL_ROOT (run.sh's OUT_ROOT, whose metrics.jsonl hold every step)
+they read every step; without it, the collected evals.jsonl here (every 10th step).
 """
 from __future__ import annotations
 
@@ -28,8 +31,13 @@ def runs(root: Path) -> list[tuple[object, Path]]:
     return [(rundir.read_config(d), d) for d in sorted(root.glob("**/runs/*")) if rundir.is_run_dir(d) and final_point(d)]
 
 
+FULL = Path(sys.argv[1]) if len(sys.argv) > 1 else None
+
+
 def window_mean(run_dir: Path, key: str, steps: range) -> float:
     """Per-step records over ``steps`` (each already a mean over layers, except the worst-layer max/mean)."""
+    if FULL is not None:
+        run_dir = FULL / run_dir.relative_to(HERE)
     vals = [r[key] for r in read_metrics(run_dir) if r.get(key) is not None and r["step"] in steps]
     return sum(vals) / len(vals)
 
@@ -87,6 +95,7 @@ def main() -> None:
     print("Means over the window's per-step records (load CV and entropy: mean over the 4 layers; busiest ÷ mean: "
           "the worst layer), then over seeds; TST − baseline paired by seed (95 % t interval, init seeds only). "
           "A uniform router's entropy is ln 32 = 3.466 nats.\n")
+    print(f"Read from {'every step (the full records of ' + str(FULL) + ')' if FULL else 'every 10th step (the collected records)'}.\n")
     print("| window | measure | baseline | TST | TST − baseline |\n|---|---|---|---|---|")
     for label, window in (("steps 1–250 (TST's superposition phase)", PHASE1), ("steps 801–1000 (last 20 %)", LAST)):
         for key, name, digits in HEALTH:
