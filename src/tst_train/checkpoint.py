@@ -298,8 +298,9 @@ def _to_stderr(message: str) -> None:
 
 def latest_valid(ckpt_root: Path, warn=_to_stderr) -> Path | None:
     """The newest checkpoint that passes :func:`verify`; damaged newer ones are skipped, and said (on stderr unless
-    ``warn`` says otherwise) once a sound one is found — when none is, the one-line error says it all."""
-    said = []
+    ``warn`` says otherwise) once a sound one is found — when none is, one error line says so, with the newest one's
+    damage."""
+    said, newest_damage = [], None
     for _ in range(3):  # a training process may rotate checkpoints away while we look: then look again
         found = list_checkpoints(ckpt_root)
         rotated = False
@@ -311,15 +312,17 @@ def latest_valid(ckpt_root: Path, warn=_to_stderr) -> Path | None:
                 return path
             except UserError as e:
                 if not path.exists():  # removed by rotation between listing and reading: not damage
-                    said.append(f"note: {path.name} was replaced while reading (a run is training there); took the next newest")
+                    said.append(f"note: {path.name} was replaced while reading (a run is training there); took the "
+                                "next newest")
                     rotated = True
                     break
+                newest_damage = newest_damage or str(e)
                 said.append(f"warning: {e}; using an older one")
         if not rotated:
             break
     if found:
-        raise UserError(f"every checkpoint in {ckpt_root} is damaged: there is nothing to resume, evaluate or export "
-                        "from it (train again into a new --out)")
+        raise UserError(f"every checkpoint in {ckpt_root} is damaged (the newest: {newest_damage}): there is nothing to "
+                        "resume, evaluate or export from it (train again into a new --out)")
     return None
 
 
