@@ -280,6 +280,13 @@ def test_checkpoints_from_before_the_mixture_of_experts_still_resume(tmp_path):
         check_compatible({"model": before | {"dim": 8}, "data": 1}, {"model": now, "data": 1}, tmp_path)
 
 
+def test_expert_settings_that_mean_nothing_are_refused():
+    for overrides, says in (({"n_experts": 8}, "top_k=0 must be between"), ({"top_k": 2}, "needs n_experts"),
+                            ({"shared_ffn_dim": 16}, "needs n_experts"), ({"n_experts": 4, "top_k": 5}, "top_k=5")):
+        with pytest.raises(ValueError, match=says):
+            model_config("tiny", 256, **overrides)
+
+
 def test_run_names_say_how_many_experts():
     from tst_train.experiments.names import run_name
     cfg = Config()

@@ -66,6 +66,8 @@ class ModelConfig:
             raise ValueError(f"head_dim={self.head_dim} must be even for RoPE")
         if self.n_experts and not 1 <= self.top_k <= self.n_experts:
             raise ValueError(f"top_k={self.top_k} must be between 1 and n_experts={self.n_experts}")
+        if self.top_k and not self.n_experts:
+            raise ValueError(f"top_k={self.top_k} needs n_experts (a dense model routes nothing)")
         if self.shared_ffn_dim and not self.n_experts:
             raise ValueError("shared_ffn_dim needs n_experts (a shared expert sits next to routed ones)")
 
