@@ -306,7 +306,7 @@ def test_compare_report_shows_routing_health_by_phase_and_band(tmp_path):
             "tst": [[rec(k, "superposition" if k <= 3 else "recovery", 0.5 if k <= 3 else 0.2) for k in range(1, 11)]]}
     table = routing_table(runs, bands=2)
     assert "| tst | 1–3 | **superposition** | 0.500 |" in table and "| tst | 4–10 | **recovery** | 0.200 |" in table
-    assert "| baseline | 1–5 | recovery | 0.100 |" in table and "| tst | 1–5 | recovery/superposition | 0.380 |" in table
+    assert "| baseline | 1–10 | **whole run** | 0.100 |" in table and "| baseline | 1–5 | recovery | 0.100 |" in table and "| tst | 1–5 | recovery/superposition | 0.380 |" in table
     summary = {"arms": {"tst": {"seeds": {"0": {"transition_step": 3}}}}}
     assert (tmp_path / plot_routing(tmp_path, runs, summary)).is_file()
 
