@@ -349,7 +349,7 @@ def _narrow_expert(sd):
 
 MALFORMED_MOE = {  # a received Qwen3-MoE directory: (config.json edit, weights edit, what the one line says)
     "experts a string": (lambda c: c.update(num_experts="8"), None, "field 'num_experts' is '8'"),
-    "no top-k": (lambda c: c.pop("num_experts_per_tok"), None, "field 'num_experts_per_tok' is None"),
+    "no top-k": (lambda c: c.pop("num_experts_per_tok"), None, "field 'num_experts_per_tok' is missing"),
     "top-k above experts": (lambda c: c.update(num_experts_per_tok=99), None, "top_k=99"),
     "dense layers between": (lambda c: c.update(mlp_only_layers=[0]), None, "mlp_only_layers"),
     "sliding window": (lambda c: c.update(use_sliding_window=True), None, "sliding-window"),

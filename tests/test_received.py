@@ -18,7 +18,7 @@ WRONG = {int: ["7", 2.5, True], float: ["x"], bool: ["yes", 1], str: [3], (int, 
          (int, list): ["x"], dict: [[1]], list: ["x", {}]}
 GOOD = {str: "x", bool: True, (int, list): 0, dict: {}, list: []}
 TABLES = ["HF_CONFIG", "EXPORT_INFO", "SHARD", "DATA_META", "TRAINER_STATE", "LOADER_STATE", "TIKTOKEN_INFO",
-          "RUN_DATA", "RUN_META", "RUN_TRAIN_SPLIT", "CHECKPOINT_INFO", "MANIFEST", "MANIFEST_ENTRY"]
+          "RUN_DATA", "RUN_META", "RUN_TRAIN_SPLIT", "CHECKPOINT_INFO", "MANIFEST", "MANIFEST_ENTRY", "QWEN3_MOE"]
 
 
 def _cases(fields):

@@ -189,18 +189,13 @@ def _layer_keys(cfg: ModelConfig) -> set[str]:
 
 
 def _moe_fields(config: dict, where: str) -> dict:
-    """The mixture-of-experts fields of a Qwen3-MoE ``config.json`` as :class:`ModelConfig` overrides."""
-    def field(name: str, default=None):
-        value = config.get(name, default)
-        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-            raise UserError(f"{where}: field {name!r} is {value!r}, not a positive integer")
-        return value
-
+    """The mixture-of-experts fields of a Qwen3-MoE ``config.json`` (types and ranges checked by
+    ``received.check_hf_config``) as :class:`ModelConfig` overrides."""
     if config.get("mlp_only_layers") or config.get("decoder_sparse_step", 1) != 1:
         raise UserError(f"{where}: dense layers between the expert layers (mlp_only_layers / decoder_sparse_step) "
                         "are not implemented; every layer must be a mixture of experts")
-    experts = field("num_experts", config.get("num_local_experts"))
-    return {"n_experts": experts, "top_k": field("num_experts_per_tok"), "ffn_dim": field("moe_intermediate_size"),
+    experts = config.get("num_experts") or config.get("num_local_experts")
+    return {"n_experts": experts, "top_k": config["num_experts_per_tok"], "ffn_dim": config["moe_intermediate_size"],
             "norm_topk_prob": bool(config.get("norm_topk_prob", False)), "qk_norm": True}
 
 

@@ -50,6 +50,11 @@ HF_CONFIG = (Field("hidden_size", int, low=POSITIVE), Field("intermediate_size",
              Field("rms_norm_eps", NUMBER, False, 0), Field("rope_theta", NUMBER, False, POSITIVE),
              Field("tie_word_embeddings", bool, False), Field("initializer_range", NUMBER, False, 0),
              Field("eos_token_id", (int, list), False, 0, True), Field("bos_token_id", int, False, 0, True))
+# a Qwen3-MoE config.json's expert fields (transformers 5 writes the count as num_local_experts, 4 as num_experts)
+QWEN3_MOE = (Field("num_experts", int, False, POSITIVE), Field("num_local_experts", int, False, POSITIVE),
+             Field("num_experts_per_tok", int, low=POSITIVE), Field("moe_intermediate_size", int, low=POSITIVE),
+             Field("norm_topk_prob", bool, False), Field("decoder_sparse_step", int, False, POSITIVE),
+             Field("mlp_only_layers", list, False, items=int))
 EXPORT_INFO = (Field("train_seq_len", int, False, POSITIVE), Field("step", int, False, 0, True),
                Field("data_position", int, False, 0, True), Field("data_path", str, False, nullable=True))
 SHARD = (Field("file", str), Field("tokens", int, low=0), Field("documents", int, False, 0),
@@ -116,8 +121,12 @@ def read_json(path: Path, fields: tuple[Field, ...] = ()) -> dict:
 
 
 def check_hf_config(config: dict, source: str) -> dict:
-    """A Hugging Face ``config.json``: the table, then the ids inside the vocabulary."""
+    """A Hugging Face ``config.json``: the table (and a mixture of experts' own), then the ids inside the vocabulary."""
     check(config, HF_CONFIG, source)
+    if config.get("model_type") == "qwen3_moe":
+        check(config, QWEN3_MOE, source)
+        if config.get("num_experts") is None and config.get("num_local_experts") is None:
+            raise UserError(f"{source}: field 'num_experts' is missing")
     vocab = config["vocab_size"]
     for key in ("eos_token_id", "bos_token_id"):
         ids = config.get(key)
