@@ -114,8 +114,8 @@ def _ema(ys: list[float], beta: float) -> list[float]:
     return out
 
 
-def make_plots(out: Path, summary: dict) -> list[tuple[str, str]]:
-    runs = _runs(out, summary)
+def make_plots(out: Path, summary: dict, runs: dict) -> list[tuple[str, str]]:
+    """The comparison's figures from ``runs`` (each arm's per-seed records, ``_runs``)."""
     plots = [
         ("Validation loss vs steps (= FLOPs; transition marked)",
          _plot_eval(out, runs, summary, "step", "step (equal FLOPs per step)", "val_loss_vs_steps.png")),
@@ -236,7 +236,8 @@ def machine_description() -> str:
 
 
 def write_report(out: Path, summary: dict) -> None:
-    plots = make_plots(out, summary)
+    runs = _runs(out, summary)  # every run's records, read once for the figures and the routing table
+    plots = make_plots(out, summary, runs)
     cfg = summary["config"]
     t, s = cfg["train"], cfg["tst"]
     setup = (f"Model preset `{cfg['model']['preset']}`, {t['steps']} steps × {t['batch_size']} rows × "
@@ -256,7 +257,6 @@ def write_report(out: Path, summary: dict) -> None:
           "compare step times, not single timings.", ""]
     for title, fname in plots:
         md += [f"## {title}", "", f"![{title}]({fname})", ""]
-    runs = _runs(out, summary)
     if _has_routing(runs):
         md += ["## Routing health by phase and step band", "", "Per-step records of each MoE layer, averaged over "
                "the steps and seeds; bold rows are whole phases. The entropy of a uniform router is ln E.", "",
