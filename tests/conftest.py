@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import signal
 
 import pytest
 import torch
@@ -28,6 +29,19 @@ def _deterministic_threads():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(old)
+
+
+def sigterm_after(trainer, steps: int) -> None:
+    """A preemption: ``trainer`` gets SIGTERM right after its ``steps``-th step (it checkpoints at that boundary)."""
+    orig = trainer.train_step
+
+    def step_then_stop(step, phase):
+        out = orig(step, phase)
+        if step == steps - 1:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return out
+
+    trainer.train_step = step_then_stop
 
 
 TINY_RUN_FLAGS = ["--preset", "tiny", "--steps", "12", "--batch-size", "4", "--seq-len", "32", "--bag-size", "2",

@@ -3,14 +3,13 @@ by hand, the balancing loss and bias, Hugging Face Qwen3-MoE parity, and TST tra
 from __future__ import annotations
 
 import json
-import os
-import signal
 
 import pytest
 import torch
 import torch.nn.functional as F
 
 import tst
+from conftest import sigterm_after
 from tst_train import rundir
 from tst_train.config import Config
 from tst_train.errors import UserError
@@ -253,15 +252,7 @@ def test_resume_across_the_transition_is_bit_identical(tiny_data, tmp_path, stop
     run = tmp_path / "run"
     rundir.create(run, cfg)
     trainer = Trainer(cfg, run, resume=False)
-    orig = trainer.train_step
-
-    def stop_after(step, phase):
-        out = orig(step, phase)
-        if step == stop_at - 1:
-            os.kill(os.getpid(), signal.SIGTERM)
-        return out
-
-    trainer.train_step = stop_after
+    sigterm_after(trainer, stop_at)  # preemption: handled at the step boundary
     assert trainer.run()["steps"] == stop_at
     assert Trainer(cfg, run, resume=True).run()["completed"]
     keep = ("loss", "val_loss", "load_cv", "router_entropy")

@@ -266,12 +266,17 @@ def _lines(fn):
     return edit
 
 
-def _record(fn):
-    def edit(run):
-        record = json.loads((run / "data.json").read_text())
-        fn(record)
-        (run / "data.json").write_text(json.dumps(record))
+def _json(name: str, fn):
+    """An edit of directory ``d``'s JSON file ``name`` in place: ``fn`` changes the parsed object."""
+    def edit(d):
+        obj = json.loads((d / name).read_text())
+        fn(obj)
+        (d / name).write_text(json.dumps(obj))
     return edit
+
+
+def _record(fn):
+    return _json("data.json", fn)
 
 
 TIKTOKEN_DAMAGE = {
@@ -318,11 +323,7 @@ def test_a_malformed_tiktoken_run_is_one_line(tmp_path, how):
 
 # ----------------------------------------------------------------------------------- a data folder's meta.json
 def _meta(fn):
-    def edit(d):
-        meta = json.loads((d / "meta.json").read_text())
-        fn(meta)
-        (d / "meta.json").write_text(json.dumps(meta))
-    return edit
+    return _json("meta.json", fn)
 
 
 DATA_DAMAGE = {

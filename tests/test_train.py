@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from conftest import sigterm_after
 from tst_train.cli import main
 from tst_train.train import run_training
 from tst_train.config import Config
@@ -113,15 +114,7 @@ def test_graceful_stop_and_resume_is_bit_identical(tiny_data, tmp_path, stop_at)
     from tst_train import rundir
     rundir.create(run, cfg)
     trainer = Trainer(cfg, run, resume=False)
-    orig = trainer.train_step
-
-    def stop_after(step, phase):
-        out = orig(step, phase)
-        if step == stop_at - 1:
-            os.kill(os.getpid(), signal.SIGTERM)  # preemption: handled at the step boundary
-        return out
-
-    trainer.train_step = stop_after
+    sigterm_after(trainer, stop_at)  # preemption: handled at the step boundary
     first = trainer.run()
     assert not first["completed"] and first["interrupted_by"] == "SIGTERM" and first["steps"] == stop_at
     resumed = Trainer(cfg, run, resume=True)
