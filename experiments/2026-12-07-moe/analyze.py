@@ -7,6 +7,7 @@ they read every step; without it, the collected evals.jsonl here (every 10th ste
 """
 from __future__ import annotations
 
+import functools
 import json
 import sys
 from pathlib import Path
@@ -34,11 +35,15 @@ def runs(root: Path) -> list[tuple[object, Path]]:
 FULL = Path(sys.argv[1]) if len(sys.argv) > 1 else None
 
 
+@functools.cache
+def records(run_dir: Path) -> list[dict]:
+    """A run's step records, read once (the full ones under FULL when given)."""
+    return read_metrics(FULL / run_dir.relative_to(HERE) if FULL is not None else run_dir)
+
+
 def window_mean(run_dir: Path, key: str, steps: range) -> float:
     """Per-step records over ``steps`` (each already a mean over layers, except the worst-layer max/mean)."""
-    if FULL is not None:
-        run_dir = FULL / run_dir.relative_to(HERE)
-    vals = [r[key] for r in read_metrics(run_dir) if r.get(key) is not None and r["step"] in steps]
+    vals = [r[key] for r in records(run_dir) if r.get(key) is not None and r["step"] in steps]
     return sum(vals) / len(vals)
 
 
