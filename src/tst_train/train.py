@@ -355,9 +355,9 @@ class Trainer:
         layers = self.model.moe_layers()
         if not layers:
             return {}
-        stats = [layer.read_stats() for layer in layers]
-        loads = distributed.all_reduce_sum(torch.stack([load for load, _ in stats]))  # (layers, E)
-        sums = distributed.all_reduce_sum(torch.stack([s for _, s in stats]))  # (layers, 3)
+        # one collective for both: (layers, E) choices per expert and (layers, 3) entropy / positions / loss sums
+        both = distributed.all_reduce_sum(torch.stack([torch.cat(layer.read_stats()) for layer in layers]))
+        loads, sums = both[:, :-3], both[:, -3:]  # (layers, E), (layers, 3)
         if self.cfg.model.router_bias_rate:
             for layer, load in zip(layers, loads):
                 layer.update_bias(load, self.cfg.model.router_bias_rate)
