@@ -159,9 +159,17 @@ def test_sweep_over_shapes_and_budgets(tiny_data, tmp_path, capfd):
     # each TST group against the best baseline of any shape at no more FLOPs, with a verdict
     assert len(study["against_frontier"]) == 2 and all("frontier" in a["verdict"] for a in study["against_frontier"])
     assert (out / "study.md").is_file() and (out / "frontier.png").is_file()
+    # links planted where the reports go (text and figures) are replaced, never written through
+    victims = {name: tmp_path / f"victim-{name}" for name in ("study.md", "sweep.md", "frontier.png")}
+    for name, victim in victims.items():
+        victim.write_text("precious")
+        (out / name).unlink()
+        (out / name).symlink_to(victim)
     capfd.readouterr()
     assert main(["sweep", "--out", str(out), "--report-only"]) == 0
     assert "compute frontier" in capfd.readouterr().out
+    assert all(v.read_text() == "precious" and not (out / n).is_symlink() for n, v in victims.items())
+    assert (out / "frontier.png").read_bytes().startswith(b"\x89PNG")
     # the committed record (scripts/collect_experiment.py) rebuilds the same report
     import importlib.util
     spec = importlib.util.spec_from_file_location("collect", Path(__file__).parents[1] / "scripts" / "collect_experiment.py")

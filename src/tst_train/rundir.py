@@ -30,8 +30,9 @@ SUMMARY_FILE = "summary.json"
 LOCK_FILE = ".lock"
 
 
-def write_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file and a rename: readers see the old or the new file.
+def write_atomic(path: Path, data: str | bytes) -> None:
+    """Write ``data`` (text or bytes) to ``path`` through a temporary file and a rename: readers see the old or the
+    new file, and a killed writer leaves no half-written one.
 
     The temporary file is created exclusively under a name nobody else chose (``mkstemp``: no symbolic link
     planted in a received run directory is followed), and the rename replaces ``path`` itself — a link there is
@@ -39,8 +40,8 @@ def write_atomic(path: Path, text: str) -> None:
     import tempfile
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
+        with os.fdopen(fd, "wb" if isinstance(data, bytes) else "w") as f:
+            f.write(data)
         os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     except BaseException:

@@ -11,12 +11,14 @@ Markdown (rendered to HTML by the ``markdown`` library) and matplotlib figures.
 from __future__ import annotations
 
 import base64
+import io
 import math
 import platform
 from pathlib import Path
 
 from ..config import Config
 from ..metrics import read_metrics
+from ..rundir import write_atomic
 from . import compute, stats
 
 COLORS = {"baseline": "#444444", "tst": "#d62728", "input-only": "#1f77b4", "output-only": "#2ca02c",
@@ -33,10 +35,15 @@ def pyplot():
 
 
 def save_figure(fig, out: Path, name: str, dpi: int = 110) -> str:
-    """Lay out, write ``out/name`` and free the figure; returns ``name`` (for the report's image link)."""
+    """Lay out, write ``out/name`` and free the figure; returns ``name`` (for the report's image link).
+
+    Rendered in memory and written atomically (``rundir.write_atomic``), like every report file: a link planted
+    under ``out`` is replaced, never written through."""
     fig.tight_layout()
-    fig.savefig(out / name, dpi=dpi)
+    buf = io.BytesIO()
+    fig.savefig(buf, format=Path(name).suffix.lstrip(".") or "png", dpi=dpi)
     pyplot().close(fig)
+    write_atomic(out / name, buf.getvalue())
     return name
 
 
@@ -262,8 +269,8 @@ def write_report(out: Path, summary: dict) -> None:
                "the steps and seeds; bold rows are whole phases. The entropy of a uniform router is ln E.", "",
                routing_table(runs), ""]
     md += ["## Runs", "", "Each arm's run directory (config, metrics.jsonl, checkpoints) is under `runs/`.", ""]
-    (out / "report.md").write_text("\n".join(md))
-    (out / "report.html").write_text(_html(md, out))
+    write_atomic(out / "report.md", "\n".join(md))
+    write_atomic(out / "report.html", _html(md, out))
 
 
 def _html(md_lines: list[str], out: Path) -> str:
@@ -469,7 +476,7 @@ def write_curve_report(out: Path, curve: dict) -> None:
             row += f" {sep or '—'} | {stats.fmt(p.get('branch_minus_separate'), 5) if 'separate' in p else '—'} |"
         md.append(row)
     md += ["", f"![compute curve]({plot})", ""]
-    (out / "curve.md").write_text("\n".join(md))
+    write_atomic(out / "curve.md", "\n".join(md))
 
 
 def plot_loss_vs_step(out: Path, series: list[tuple[str, str, list[list[dict]]]], fname: str) -> str:
@@ -537,7 +544,7 @@ def write_demo_md(out: Path, lines: list[str], result: dict, what_ran: str, note
            "baseline over every shape, learning rate and step budget at no more FLOPs, and \"on the frontier\" needs "
            "the Welch 95 % interval below zero.", "",
            f"![loss against compute]({fig1})", "", f"![loss against step]({fig2})", ""]
-    (out / "demo.md").write_text("\n".join(md))
+    write_atomic(out / "demo.md", "\n".join(md))
 
 
 # ---------------------------------------------------------------------------------- the study and the sweep

@@ -202,7 +202,7 @@ def study_report(out: Path, log=print) -> dict | None:
     rundir.write_json(out / "study.json", result)
     from .report import format_study, plot_frontier, plot_width
     plots = [p for p in (plot_width(out, result), plot_frontier(out, rows)) if p]
-    (out / "study.md").write_text(format_study(result, plots))
+    rundir.write_atomic(out / "study.md", format_study(result, plots))
     log(f"study report: {out / 'study.md'}")
     return result
 

@@ -159,7 +159,7 @@ def write_sweep_report(out: Path, groups, group_cfgs, grid, seeds) -> dict:
           "Whether any cell beats a smaller model trained longer is the study's question (study.md).", "",
           "## Setup", "", setup, "", format_overrides(base.to_dict()), "", "## Cells", "",
           result["table"], "", format_best(result["best"]), ""] + [f"![{w}]({f})" for w, f in plots]
-    (out / "sweep.md").write_text("\n".join(md) + "\n")
+    rundir.write_atomic(out / "sweep.md", "\n".join(md) + "\n")
     return result
 
 

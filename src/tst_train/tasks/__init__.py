@@ -17,6 +17,7 @@ from importlib import resources
 from pathlib import Path
 
 from ..errors import UserError
+from ..rundir import write_atomic
 
 
 @dataclass(frozen=True)
@@ -76,7 +77,7 @@ def write_lm_eval_tasks(out: Path, limit: int | None = None) -> list[str]:
     names = []
     for task in TASKS.values():
         data = out / f"{task.name}.jsonl"
-        data.write_text("".join(json.dumps(it) + "\n" for it in load_items(task.name, limit)))
+        write_atomic(data, "".join(json.dumps(it) + "\n" for it in load_items(task.name, limit)))
         common = [f"task: tst_{task.name}", "dataset_path: json", f"dataset_kwargs:\n  data_files:\n    test: {data.resolve()}",
                   "test_split: test", 'doc_to_text: "{{context}}"']
         if task.kind == "cloze":
@@ -88,6 +89,6 @@ def write_lm_eval_tasks(out: Path, limit: int | None = None) -> list[str]:
             spec = common + ["output_type: multiple_choice", 'doc_to_choice: "{{choices}}"', "doc_to_target: label",
                              "metric_list:\n  - metric: acc\n    aggregation: mean\n    higher_is_better: true\n"
                              "  - metric: acc_norm\n    aggregation: mean\n    higher_is_better: true"]
-        (out / f"tst_{task.name}.yaml").write_text("\n".join(spec) + "\n")
+        write_atomic(out / f"tst_{task.name}.yaml", "\n".join(spec) + "\n")
         names.append(f"tst_{task.name}")
     return names
