@@ -359,7 +359,7 @@ def train_pair(cfg: Config, run_dir: Path, log) -> dict:
         steps = (rundir.read_summary(run_dir) or {}).get("steps", 0) if rundir.is_run_dir(run_dir) else 0
         return {"status": "stopped", "seconds": time.monotonic() - t0, "steps": steps}
     except Exception as e:  # a broken run must not cost the report of the others
-        (run_dir.parent / f"{run_dir.name}.error.txt").write_text(traceback.format_exc())
+        rundir.write_atomic(run_dir.parent / f"{run_dir.name}.error.txt", traceback.format_exc())
         return {"status": "failed", "seconds": time.monotonic() - t0, "error": f"{type(e).__name__}: {e}"[:500]}
     finally:
         gc.collect()
@@ -650,7 +650,7 @@ def write_experiment_report(out: Path, rec: dict, outcomes: dict) -> None:
            "## Runs", "", _preflight_text(rec["preflight"]), "", f"Order: {rec['order_rule']}.", "",
            *runs_table(outcomes), "", "## Setup", "", _setup_text(rec), "", "## Data", "", _data_text(rec), "",
            "## Machine and time", "", _machine_text(rec), "", "## Command", "", f"`{rec['command']}`", ""]
-    (out / "report.md").write_text("\n".join(md))
+    rundir.write_atomic(out / "report.md", "\n".join(md))
 
 
 def plot(out: Path, rows: dict) -> str | None:
