@@ -65,7 +65,6 @@ CLAIMS = [
       ("arm 3 − arm 1, lr 5e-4", "3 (lr 5e-4)", "1 (lr 5e-4)", -1)]),
 ]
 LARGE_CLAIM = ("arm 3 − arm 1 on the large corpus, lr 1e-3", "3", "1", -1)
-VERDICT = {-1: "reproduced", +1: "not reproduced"}
 
 
 def read(root: Path) -> tuple[dict, dict]:
@@ -102,7 +101,8 @@ def verdict(d: dict, orders: list[int], sign: int) -> str:
     lo, hi = d["ci95"]
     if lo <= 0 <= hi:
         return "inconclusive at this scale"
-    return VERDICT[sign] if (hi < 0) == (sign < 0) else VERDICT[-sign]
+    measured = -1 if hi < 0 else +1
+    return "reproduced" if measured == sign else "not reproduced"
 
 
 def speedup(runs: dict, curves: dict, arm: tuple) -> str:
