@@ -206,6 +206,9 @@ def test_existing_run_dir_and_incompatible_resume(tiny_data, tmp_path, capsys):
     assert code == 2 and "already exists; pass --resume" in err
     code, err = run_cli(capsys, "train", "--out", run, "--resume", "--bag-size", 8)
     assert code == 2 and "cannot change tst.bag_size when resuming" in err
+    # a longer resume that also names another branch origin is told that, not offered a branch
+    code, err = run_cli(capsys, "train", "--out", run, "--resume", "--steps", 12, f"--train.branch_from={run}:3")
+    assert code == 2 and "cannot change train.branch_from when resuming" in err
     # a checkpoint whose model no longer matches the saved config (hand-edited) is refused
     text = (run / "config.toml").read_text().replace('preset = "tiny"', 'preset = "cpu-small"')
     (run / "config.toml").write_text(text)

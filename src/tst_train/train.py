@@ -491,18 +491,13 @@ def resolve_data_start(cfg: Config, meta: dict) -> tuple[int, str]:
     return start, why
 
 
-def _other_settings(trunk: Config, branch: Config) -> list[str]:
-    """The number-changing settings two runs differ in, their step counts and branch origins aside."""
-    a, b = copy.deepcopy(trunk), copy.deepcopy(branch)
-    a.train.steps = b.train.steps = 1
-    a.train.branch_from = b.train.branch_from
-    return numbers_differ(a, b)
-
-
 def branch_mismatch(trunk: Config, branch: Config, step: int) -> str | None:
     """Why ``branch`` cannot continue ``trunk``'s state from ``step`` (None when it can): the settings must be
     the same but the step count, and the learning rate and phase the same at every step before ``step``."""
-    diffs = _other_settings(trunk, branch)
+    a, b = copy.deepcopy(trunk), copy.deepcopy(branch)
+    a.train.steps = b.train.steps = 1
+    a.train.branch_from = b.train.branch_from
+    diffs = numbers_differ(a, b)
     if diffs:
         return f"the trunk was trained with other settings ({'; '.join(diffs)})"
     if not 0 < step < branch.train.steps or step > trunk.train.steps:
@@ -522,9 +517,10 @@ def extension_hint(saved: Config, cfg: Config, out: Path) -> str:
     new run that branches from ``out``'s newest checkpoint where the two schedules still agree (before the old
     decay), so it equals a run planned for N steps from the start — and ``out`` stays as it is."""
     from .loading import checkpoint_steps
-    diffs = _other_settings(saved, cfg)
-    if diffs:
-        return f"cannot change {', '.join(d.split(':')[0] for d in diffs)} when resuming {out}"
+    a, b = copy.deepcopy(saved), copy.deepcopy(cfg)
+    a.train.steps = b.train.steps
+    if numbers_differ(a, b):
+        return f"cannot change {', '.join(d.split(':')[0] for d in numbers_differ(a, b))} when resuming {out}"
     usable = [k for k in sorted(checkpoint_steps(out)) if branch_mismatch(saved, cfg, k) is None]
     decay = saved.train.steps - round(saved.train.decay_frac * saved.train.steps)
     if not usable:
