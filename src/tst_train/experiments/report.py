@@ -176,6 +176,7 @@ def routing_table(runs: dict, bands: int = 5) -> str:
         if not recs:
             continue
         last = max(r["step"] for r in recs)
+        one_phase = len({r["phase"] for r in recs}) == 1  # a baseline: its phase row is the whole run
         groups = {}
         for r in recs:
             groups.setdefault(("phase", r["phase"]), []).append(r)
@@ -184,8 +185,8 @@ def routing_table(runs: dict, bands: int = 5) -> str:
         for (kind, key), rs in sorted(groups.items(), key=lambda kv: (kv[0][0] == "band", min(r["step"] for r in kv[1]))):
             steps = f"{min(r['step'] for r in rs)}–{max(r['step'] for r in rs)}"
             phase = key if kind == "phase" else "/".join(sorted({r["phase"] for r in rs}))
-            if kind == "phase" and len({r["phase"] for r in recs}) == 1:
-                phase = "whole run"  # a baseline has one phase
+            if kind == "phase" and one_phase:
+                phase = "whole run"
             mean = lambda k: sum(r[k] for r in rs if r.get(k) is not None) / max(1, sum(r.get(k) is not None for r in rs))
             rows.append(f"| {arm} | {steps} | {'**' + phase + '**' if kind == 'phase' else phase} | "
                         f"{mean('load_cv'):.3f} | {mean('load_max_over_mean'):.2f} | {mean('router_entropy'):.3f} | "
