@@ -371,3 +371,17 @@ def test_a_malformed_received_qwen3_moe_directory_is_one_line(tmp_path, capsys, 
     assert main(["generate", str(tmp_path / "hf"), "--prompt", "It is", "--max-new-tokens", "2"]) == 2
     err = capsys.readouterr().err
     assert says in err and err.count("\n") == 1 and "Traceback" not in err, err
+
+
+def test_model_config_from_hf_checks_a_config_it_is_handed_directly():
+    """The public converter validates its input itself, so an API caller that skipped the loader gets the same one
+    line (a UserError), not a KeyError from a missing expert field."""
+    from tst_train.errors import UserError
+    from tst_train.export import hf_config_dict, model_config_from_hf
+    config = hf_config_dict(model_config("moe-tiny", 256))
+    assert model_config_from_hf(dict(config)).n_experts == 8
+    for edit, _, says in (MALFORMED_MOE[c] for c in ("experts a string", "no top-k")):
+        bad = dict(config)
+        edit(bad)
+        with pytest.raises(UserError, match=says):
+            model_config_from_hf(bad)

@@ -189,8 +189,8 @@ def _layer_keys(cfg: ModelConfig) -> set[str]:
 
 
 def _moe_fields(config: dict, where: str) -> dict:
-    """The mixture-of-experts fields of a Qwen3-MoE ``config.json`` (types and ranges checked by
-    ``received.check_hf_config``) as :class:`ModelConfig` overrides."""
+    """The mixture-of-experts fields of a Qwen3-MoE ``config.json`` (types and ranges already checked, by
+    :func:`model_config_from_hf`) as :class:`ModelConfig` overrides."""
     if config.get("mlp_only_layers") or config.get("decoder_sparse_step", 1) != 1:
         raise UserError(f"{where}: dense layers between the expert layers (mlp_only_layers / decoder_sparse_step) "
                         "are not implemented; every layer must be a mixture of experts")
@@ -206,9 +206,12 @@ def model_config_from_hf(config: dict, where: str = "config.json") -> ModelConfi
     """A Hugging Face Llama / Qwen3 / Qwen3-MoE ``config.json`` → our :class:`ModelConfig` (the inverse of
     :func:`hf_config_dict`).
 
-    Raises :class:`UserError` for anything our model does not implement (another architecture, biases,
-    RoPE scaling, a head size other than hidden_size / heads, sliding-window attention).
+    Raises :class:`UserError` for a malformed ``config.json`` (``received.check_hf_config``: field types and ranges,
+    a mixture of experts' own fields, ids inside the vocabulary) and for anything our model does not implement
+    (another architecture, biases, RoPE scaling, a head size other than hidden_size / heads, sliding-window attention).
     """
+    from .received import check_hf_config
+    check_hf_config(config, where)
     def need(cond: bool, what: str) -> None:
         if not cond:
             raise UserError(f"{where}: {what}; only Llama, Qwen3 and Qwen3-MoE models without biases, RoPE scaling "

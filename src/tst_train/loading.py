@@ -130,8 +130,8 @@ def _load_run(run_dir: Path, step: int | None, with_tokenizer: bool) -> Loaded:
 
 # ------------------------------------------------------------------ Hugging Face directories
 def _load_hf(path: Path, with_tokenizer: bool) -> Loaded:
-    config = received.check_hf_config(_read_json(path / "config.json"), str(path / "config.json"))
-    mcfg = model_config_from_hf(config, str(path))
+    config = _read_json(path / "config.json")
+    mcfg = model_config_from_hf(config, str(path / "config.json"))  # checks config.json first (received)
     model = Transformer(mcfg)
     try:
         model.load_state_dict(from_hf_state_dict(_read_safetensors(path), mcfg))
